@@ -1,0 +1,5 @@
+import sys
+
+from selfdistill.cli import main
+
+sys.exit(main())
