@@ -1,0 +1,300 @@
+"""Exact kernel self-distillation (Mobahi, Farajtabar, Bartlett 2020) on your data.
+
+Data: a CSV file (feature columns plus a label column chosen by --target; or labels in a separate
+--labels file) or an NPZ file with arrays X and y (optional X_test, y_test). A test set can also be given
+with --test / --test-labels (CSV). One eigendecomposition of G = Kxx/K serves every round: round 0 solves
+min R(f) s.t. (1/K) sum (f(x_k) - y_k)^2 <= eps, round t refits the predictions of round t-1, until
+--rounds or until collapse (||y_t||^2 <= K eps).
+
+Writes into --out: result.json (the whole chain, reloadable with ChainResult.from_json), rounds.csv
+(per-round table), test_rounds.csv (with a test set), theory.txt/theory.json (the paper's bounds beside
+what happened), and plots (c_t, label energy, B_t diagonals, fitted functions for 1-D inputs).
+
+Example:
+  selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out results/k
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, required=True, help="training data: .csv or .npz (arrays X, y)")
+    data.add_argument(
+        "--target",
+        default=None,
+        help="CSV: label column, by header name or 0-based index (negative counts from the end; "
+        "default: the last column). Several columns: comma-separated (multi-output)",
+    )
+    data.add_argument(
+        "--labels", type=Path, default=None, help="CSV: labels in a separate file (all columns)"
+    )
+    data.add_argument("--test", type=Path, default=None, help="CSV: test data, same layout as --data")
+    data.add_argument("--test-labels", type=Path, default=None, help="CSV: test labels in a separate file")
+    kern = parser.add_argument_group("kernel")
+    kern.add_argument(
+        "--kernel",
+        default="rbf",
+        help="rbf (default), laplacian, polynomial, sigmoid, linear, cosine, chi2, additive_chi2, "
+        "spline (Green's function (59), 1-D inputs in [0, 1]), or precomputed (NPZ: X is the raw train "
+        "kernel matrix, X_test the raw test-by-train matrix)",
+    )
+    kern.add_argument("--gamma", type=float, default=None, help="kernel gamma (default: 1 / n_features)")
+    kern.add_argument("--degree", type=float, default=3, help="polynomial degree (default 3)")
+    kern.add_argument("--coef0", type=float, default=1, help="polynomial/sigmoid coef0 (default 1)")
+    chain = parser.add_argument_group("chain")
+    chain.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="the constraint (1/K) sum (f(x_k) - y_k)^2 <= eps (default: 0.1 relative: 10%% of mean(y^2))",
+    )
+    chain.add_argument(
+        "--epsilon-mode",
+        choices=["absolute", "relative"],
+        default="absolute",
+        help="absolute (default, the paper's convention) or relative to mean(y^2)",
+    )
+    chain.add_argument("--rounds", type=int, default=None, help="rounds to fit (default: until collapse)")
+    chain.add_argument("--max-rounds", type=int, default=1000, help="cap when running until collapse")
+    chain.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="fixed-c mode: every round is KernelRidge(alpha) (c = alpha / K); epsilon only detects collapse",
+    )
+    chain.add_argument(
+        "--per-output-c", action="store_true", help="multi-output: one c per output (default: one shared c)"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("results/kernel"), help="output folder")
+    out.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    out.add_argument(
+        "--eigenvectors",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help=f"store eigenvectors in result.json (needed to predict after reloading; auto: K <= "
+        f"{EIGENVECTORS_AUTO_LIMIT})",
+    )
+
+
+# ---- data loading ----------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """(header or None, float array of shape (n_rows, n_cols)). Empty cells become NaN (and are rejected)."""
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{path}: the CSV file is empty")
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return cell.strip() == ""
+
+    header = None
+    if not all(numeric(cell) for cell in rows[0]):
+        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
+    widths = {len(row) for row in rows}
+    if len(widths) != 1:
+        raise ValueError(f"{path}: rows have different numbers of columns ({sorted(widths)})")
+    try:
+        values = np.array(
+            [[float(cell) if cell.strip() else np.nan for cell in row] for row in rows], dtype=float
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"{path}: non-numeric value in the data ({err}); only numeric columns are supported"
+        ) from None
+    if values.size == 0:
+        raise ValueError(f"{path}: no data rows")
+    return header, values
+
+
+def _target_columns(target: str | None, header: list[str] | None, n_cols: int, path: Path) -> list[int]:
+    if target is None:
+        return [n_cols - 1]
+    cols = []
+    for token in str(target).split(","):
+        token = token.strip()
+        if header is not None and token in header:
+            cols.append(header.index(token))
+            continue
+        try:
+            index = int(token)
+        except ValueError:
+            known = ", ".join(header) if header else "no header row"
+            raise ValueError(f"--target {token!r} is not a column of {path} (columns: {known})") from None
+        if not -n_cols <= index < n_cols:
+            raise ValueError(f"--target {index} out of range: {path} has {n_cols} columns")
+        cols.append(index % n_cols)
+    return cols
+
+
+def _split_csv(path: Path, target: str | None, labels: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    header, values = _read_csv(path)
+    if labels is not None:
+        _, y = _read_csv(labels)
+        X = values
+    else:
+        if values.shape[1] < 2:
+            raise ValueError(f"{path} has one column: give a label column with --target or a --labels file")
+        cols = _target_columns(target, header, values.shape[1], path)
+        y = values[:, cols]
+        X = np.delete(values, cols, axis=1)
+    y = y[:, 0] if y.shape[1] == 1 else y
+    if len(X) != len(y):
+        raise ValueError(f"{path} has {len(X)} rows but the labels have {len(y)}: they must match")
+    return X, y
+
+
+def load_data(
+    args: argparse.Namespace,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(X, y, X_test, y_test) from the --data/--test options."""
+    path: Path = args.data
+    if not path.exists():
+        raise FileNotFoundError(f"--data file not found: {path}")
+    X_test = y_test = None
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in ("X", "y") if name not in npz.files]
+            if missing:
+                raise ValueError(f"{path} lacks array(s) {missing}; it has {npz.files} (need X, y)")
+            X, y = np.asarray(npz["X"], dtype=float), np.asarray(npz["y"], dtype=float)
+            if "X_test" in npz.files:
+                X_test = np.asarray(npz["X_test"], dtype=float)
+                y_test = np.asarray(npz["y_test"], dtype=float) if "y_test" in npz.files else None
+        X = X[:, None] if X.ndim == 1 else X
+        if X_test is not None and X_test.ndim == 1:
+            X_test = X_test[:, None]
+    elif path.suffix.lower() in (".csv", ".txt"):
+        X, y = _split_csv(path, args.target, args.labels)
+    else:
+        raise ValueError(f"--data {path}: unsupported file type {path.suffix!r}; use .csv or .npz")
+    if args.test is not None:
+        X_test, y_test = _split_csv(args.test, args.target, args.test_labels)
+    return X, y, X_test, y_test
+
+
+# ---- outputs ---------------------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _test_rows(est, X_test: np.ndarray, y_test: np.ndarray) -> list[dict[str, float]]:
+    y_flat = y_test.reshape(len(y_test), -1)
+    denom = np.sum((y_flat - y_flat.mean(axis=0)) ** 2)
+    rows = []
+    for t, pred in enumerate(est.staged_predict(X_test)):
+        sq = float(np.sum((pred.reshape(len(y_test), -1) - y_flat) ** 2))
+        rows.append(
+            {"round": t, "test_mse": sq / len(y_test), "test_r2": 1.0 - sq / denom if denom > 0 else np.nan}
+        )
+    return rows
+
+
+def _save_plots(result, out: Path, X: np.ndarray, kernel_fn) -> list[Path]:
+    paths = []
+    figures = {"c.png": result.plot_c, "norms.png": result.plot_norms, "b_diag.png": result.plot_b_diag}
+    for name, make in figures.items():
+        fig = make()
+        fig.savefig(out / name, dpi=120)
+        paths.append(out / name)
+    if X.shape[1] == 1 and kernel_fn is not None:
+        grid = np.linspace(X.min(), X.max(), 400)[:, None]
+        fig = result.plot_fits(X[:, 0], grid[:, 0], kernel_fn(grid, X))
+        fig.savefig(out / "fits.png", dpi=120)
+        paths.append(out / "fits.png")
+    return paths
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from selfdistill.kernel import KernelSelfDistillation
+
+    X, y, X_test, y_test = load_data(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    est = KernelSelfDistillation(
+        kernel=args.kernel, epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, n_rounds=args.rounds,
+        alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
+        coef0=args.coef0, max_rounds=args.max_rounds,
+    )  # fmt: skip
+    K = len(X)
+    stages = ["kernel matrix + eigendecomposition + rounds", "test predictions", "theory", "plots", "files"]
+    with tqdm(total=len(stages), desc="selfdistill kernel", disable=None if K >= 1000 else True) as bar:
+        bar.set_postfix_str(stages[0])
+        est.fit(X, y)
+        result = est.result_
+        bar.update()
+        test_rows = None
+        if X_test is not None and y_test is not None:
+            test_rows = _test_rows(est, X_test, y_test)
+        bar.update()
+        theory_text = None
+        try:
+            report = result.theory()
+        except ImportError:
+            report = None
+            theory_text = "theory report unavailable: selfdistill.kernel.theory is not importable"
+        except ValueError as err:  # fixed-c mode, per-output c: no bounds apply
+            report = None
+            theory_text = f"theory report not applicable: {err}"
+        if report is not None:
+            theory_text = str(report)
+            report.to_json(out / "theory.json")
+        _atomic_write_text(out / "theory.txt", theory_text + "\n")
+        bar.update()
+        plots = []
+        if not args.no_plots and result.n_rounds > 0:
+            kernel_fn = None if args.kernel == "precomputed" else est._kernel
+            plots = _save_plots(result, out, X, kernel_fn)
+        bar.update()
+        save_vectors = args.eigenvectors == "yes" or (
+            args.eigenvectors == "auto" and K <= EIGENVECTORS_AUTO_LIMIT
+        )
+        result.to_json(out / "result.json", include_eigenvectors=save_vectors)
+        result.to_csv(out / "rounds.csv")
+        if test_rows is not None:
+            with open(out / "test_rounds.csv.tmp", "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["round", "test_mse", "test_r2"])
+                writer.writeheader()
+                writer.writerows(test_rows)
+            os.replace(out / "test_rounds.csv.tmp", out / "test_rounds.csv")
+        _atomic_write_text(
+            out / "run.json",
+            json.dumps(
+                {"argv": sys.argv[1:], "K": K, "epsilon_used": np.ravel(est.epsilon_).tolist(),
+                 "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
+                indent=2,
+            ),
+        )  # fmt: skip
+        bar.update()
+    print(result)
+    if test_rows is not None:
+        print("test set: " + "  ".join(f"round {r['round']}: MSE {r['test_mse']:.5g}" for r in test_rows))
+    print(theory_text)
+    print(f"results written to {out} ({len(plots)} plots)")
+    return 0

@@ -1,0 +1,479 @@
+"""ChainResult: everything a self-distillation chain computed, as an object you can print, plot, save.
+
+Conventions (Mobahi, Farajtabar, Bartlett 2020): G = Kxx / K = V diag(d) V^T with d ascending; c in the
+paper's convention (scikit-learn's KernelRidge alpha = K c); round t fits y_t (y_0 = labels) and its
+training predictions are y_{t+1} = V z_{t+1}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_FORMAT = "selfdistill.kernel.ChainResult"
+_VERSION = 1
+
+
+def _to_jsonable(value: Any) -> Any:
+    """Arrays -> nested lists; non-finite floats -> null or 'inf' / '-inf': the file is plain JSON."""
+    if isinstance(value, np.ndarray):
+        return _to_jsonable(value.tolist())
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if np.isnan(v):
+            return None
+        if np.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _from_json_array(value: Any) -> np.ndarray:
+    def conv(v: Any) -> Any:
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        if v is None:
+            return np.nan
+        if v == "inf":
+            return np.inf
+        if v == "-inf":
+            return -np.inf
+        return v
+
+    return np.asarray(conv(value), dtype=float)
+
+
+@dataclass
+class ChainResult:
+    """Result of ``self_distill``: T fitted (non-collapsed) rounds 0..T-1.
+
+    eigenvalues (K,): d of G = Kxx/K, ascending.  eigenvectors (K, K): V (None if not saved).
+    c (T,) or (T, m) with per_output_c: c_t per round (paper convention; inf = that output collapsed).
+    z (T+1, K[, m]): rotated labels z_0..z_T (z_T are the rotated predictions of the last round).
+    labels (K[, m]): y_0.  epsilon: the constraint (None in pure fixed-c mode).  alpha: fixed-c mode.
+    status: "completed" (n_rounds reached), "collapsed" (||y_T||^2 <= K eps at round stop_round),
+    "infeasible" (no c reaches eps at round stop_round), "max_rounds".
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None
+    c: np.ndarray
+    z: np.ndarray
+    labels: np.ndarray
+    epsilon: float | np.ndarray | None
+    n_samples: int
+    alpha: float | None = None
+    per_output_c: bool = False
+    status: str = "completed"
+    stop_round: int | None = None
+    message: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ---- basic quantities -------------------------------------------------------------------------
+    @property
+    def n_rounds(self) -> int:
+        """Number of fitted, non-collapsed rounds T."""
+        return int(self.c.shape[0])
+
+    @property
+    def collapsed(self) -> bool:
+        return self.status == "collapsed"
+
+    @property
+    def infeasible(self) -> bool:
+        return self.status == "infeasible"
+
+    @property
+    def collapse_round(self) -> int | None:
+        """Round at which ||y_t||^2 <= K eps was detected (None if the chain did not collapse)."""
+        return self.stop_round if self.collapsed else None
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.labels.ndim == 1 else int(self.labels.shape[1])
+
+    def _c_matrix(self) -> np.ndarray:
+        """c as (T, m) (a shared c is repeated over outputs)."""
+        c = np.asarray(self.c, dtype=float)
+        if c.ndim == 1:
+            return np.repeat(c[:, None], self.n_outputs, axis=1)
+        return c
+
+    def _z_matrix(self) -> np.ndarray:
+        """z as (T+1, K, m)."""
+        return self.z if self.z.ndim == 3 else self.z[:, :, None]
+
+    @cached_property
+    def a_diag(self) -> np.ndarray:
+        """A_t diagonals d / (c_t + d) (eq. 29), shape (T, K) for a shared c, (T, K, m) per output."""
+        d = self.eigenvalues
+        if self.per_output_c:
+            c = self._c_matrix()
+            return d[None, :, None] / (c[:, None, :] + d[None, :, None])
+        return d[None, :] / (np.asarray(self.c)[:, None] + d[None, :])
+
+    @cached_property
+    def b_diag(self) -> np.ndarray:
+        """B_t = prod_{i<=t} A_i diagonals (eq. 45), same shape as a_diag."""
+        if self.n_rounds == 0:
+            return self.a_diag
+        return np.cumprod(self.a_diag, axis=0)
+
+    @property
+    def z_norms(self) -> np.ndarray:
+        """||z_t|| = ||y_t|| for t = 0..T (Frobenius over outputs)."""
+        z = self._z_matrix()
+        return np.sqrt(np.sum(z * z, axis=(1, 2)))
+
+    @property
+    def mean_square_labels(self) -> np.ndarray:
+        """||y_t||^2 / K for t = 0..T (summed over outputs): collapse when <= epsilon."""
+        return self.z_norms**2 / self.n_samples
+
+    @property
+    def effective_basis(self) -> np.ndarray:
+        """Number of effective basis functions per round: trace of B_t (mean over outputs if per output)."""
+        b = self.b_diag
+        s = b.sum(axis=1)
+        return s.mean(axis=1) if s.ndim == 2 else s
+
+    @cached_property
+    def train_predictions(self) -> np.ndarray:
+        """Training predictions of each round, f_t(x_k) = y_{t+1} = V z_{t+1}; shape (T, K[, m])."""
+        self._require_vectors()
+        z = self.z[1:]
+        if z.ndim == 2:
+            return z @ self.eigenvectors.T
+        return np.einsum("jk,tkm->tjm", self.eigenvectors, z)
+
+    @property
+    def train_mse(self) -> np.ndarray:
+        """(1/K) ||f_t(x) - y_0||^2 (summed over outputs) per round: the fit to the ORIGINAL labels."""
+        diff = self.train_predictions - self.labels[None]
+        return np.sum(diff**2, axis=tuple(range(1, diff.ndim))) / self.n_samples
+
+    @property
+    def fit_residual(self) -> np.ndarray:
+        """(1/K) ||f_t(x) - y_t||^2 per round: equals epsilon at every round with a shared c (eq. 20)."""
+        z = self._z_matrix()
+        diff = z[1:] - z[:-1]
+        return np.sum(diff**2, axis=tuple(range(1, diff.ndim))) / self.n_samples
+
+    # ---- prediction -------------------------------------------------------------------------------
+    def _require_vectors(self) -> None:
+        if self.eigenvectors is None:
+            raise ValueError("this ChainResult was saved without eigenvectors; predictions need them")
+
+    def _check_round(self, round: int | None) -> int:
+        if self.infeasible and self.n_rounds == 0:
+            raise ValueError(f"no model to predict with: {self.message}")
+        if round is None:
+            return self.n_rounds - 1
+        if int(round) != round or not -self.n_rounds <= round < self.n_rounds:
+            raise ValueError(f"round={round!r} out of range: this chain fitted rounds 0..{self.n_rounds - 1}")
+        return int(round) % self.n_rounds
+
+    @cached_property
+    def _dual_coefs(self) -> np.ndarray:
+        """Per round, w_t = V diag(1/(c_t + d)) z_t / K so that f_t(x) = [g(x, x_k)]_k . w_t (eq. 44)."""
+        self._require_vectors()
+        d = self.eigenvalues
+        z = self._z_matrix()[:-1]  # (T, K, m)
+        c = self._c_matrix()  # (T, m)
+        scaled = z / (c[:, None, :] + d[None, :, None])  # c = inf -> 0
+        return np.einsum("jk,tkm->tjm", self.eigenvectors, scaled) / self.n_samples
+
+    def _shape_out(self, pred: np.ndarray) -> np.ndarray:
+        return pred[:, 0] if self.labels.ndim == 1 else pred
+
+    def _check_test_kernel(self, kernel_test_train: np.ndarray) -> np.ndarray:
+        k = np.asarray(kernel_test_train, dtype=float)
+        if k.ndim != 2 or k.shape[1] != self.n_samples:
+            raise ValueError(
+                f"kernel_test_train must be the raw matrix [g(x_test, x_train)] of shape "
+                f"(n_test, {self.n_samples}), got shape {k.shape}"
+            )
+        if not np.all(np.isfinite(k)):
+            raise ValueError("kernel_test_train contains NaN or infinite values")
+        return k
+
+    def predict(self, kernel_test_train: np.ndarray, round: int | None = None) -> np.ndarray:
+        """f_t at new points from the RAW matrix [g(x_test, x_train)] (no 1/K), eq. (44) in its stable form
+        g_x^T V diag(1/(c_t + d)) z_t. round: which round (default: the last fitted one; negative counts
+        from the end). A chain that collapsed at round 0 predicts 0 (the solution f* = 0)."""
+        k = self._check_test_kernel(kernel_test_train)
+        if self.n_rounds == 0:
+            self._check_round(None)
+            return self._shape_out(np.zeros((k.shape[0], self.n_outputs)))
+        t = self._check_round(round)
+        return self._shape_out(k @ self._dual_coefs[t])
+
+    def staged_predict(self, kernel_test_train: np.ndarray) -> Iterator[np.ndarray]:
+        """Predictions of every fitted round, round 0 first (one zero array if it collapsed at round 0)."""
+        k = self._check_test_kernel(kernel_test_train)
+        if self.n_rounds == 0:
+            yield self.predict(k)
+            return
+        for t in range(self.n_rounds):
+            yield self._shape_out(k @ self._dual_coefs[t])
+
+    # ---- reporting --------------------------------------------------------------------------------
+    def table(self) -> list[dict[str, Any]]:
+        """One row per fitted round: c_t, ||y_t||^2/K, train MSE vs y_0, fit residual, trace(B_t)."""
+        rows = []
+        c = self._c_matrix()
+        ms = self.mean_square_labels
+        train_mse = self.train_mse if self.eigenvectors is not None else np.full(self.n_rounds, np.nan)
+        resid = self.fit_residual
+        eff = self.effective_basis
+        for t in range(self.n_rounds):
+            rows.append(
+                {
+                    "round": t,
+                    "c": c[t].tolist() if self.per_output_c else float(c[t, 0]),
+                    "alpha_sklearn": (c[t] * self.n_samples).tolist()
+                    if self.per_output_c
+                    else float(c[t, 0] * self.n_samples),
+                    "label_mean_square": float(ms[t]),
+                    "train_mse_vs_y0": float(train_mse[t]),
+                    "fit_residual": float(resid[t]),
+                    "effective_basis": float(eff[t]),
+                }
+            )
+        return rows
+
+    def __str__(self) -> str:
+        head = (
+            f"ChainResult: K={self.n_samples}, outputs={self.n_outputs}, "
+            + (f"epsilon={_fmt_eps(self.epsilon)}, " if self.epsilon is not None else "")
+            + (f"alpha={self.alpha:g} (c = alpha/K), " if self.alpha is not None else "")
+            + f"kappa={_kappa(self.eigenvalues):.3g}, rounds={self.n_rounds}, status={self.status}"
+        )
+        lines = [head, "c in the paper's convention (G = Kxx/K); sklearn KernelRidge alpha = K c"]
+        cols = (
+            f"{'round':>5}  {'c_t':>12}  {'||y_t||^2/K':>12}  {'MSE vs y0':>12}  {'fit resid':>12}  "
+            f"{'tr B_t':>9}"
+        )
+        lines.append(cols)
+        for row in self.table():
+            c = row["c"]
+            c_txt = f"{c:12.5g}" if not isinstance(c, list) else f"{min(c):.3g}..{max(c):.3g}".rjust(12)
+            lines.append(
+                f"{row['round']:>5}  {c_txt}  {row['label_mean_square']:12.5g}  "
+                f"{row['train_mse_vs_y0']:12.5g}  {row['fit_residual']:12.5g}  {row['effective_basis']:9.4g}"
+            )
+        if self.message:
+            lines.append(self.message)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"ChainResult(K={self.n_samples}, rounds={self.n_rounds}, status={self.status!r}, "
+            f"stop_round={self.stop_round})"
+        )
+
+    def theory(self) -> Any:
+        """The paper's bounds beside what happened: selfdistill.kernel.theory.compare_with_theory(...)."""
+        if self.epsilon is None or self.alpha is not None:
+            raise ValueError("theory() needs an epsilon-constrained chain (c_t must solve eq. 20)")
+        if self.per_output_c:
+            raise ValueError("theory() needs a shared c (per_output_c=False)")
+        from selfdistill.kernel.theory import compare_with_theory
+
+        return compare_with_theory(
+            eigenvalues=self.eigenvalues,
+            z_norms=self.z_norms,
+            c=np.asarray(self.c, dtype=float),
+            b_diag=self.b_diag,
+            epsilon=float(self.epsilon),
+            n_samples=self.n_samples,
+        )
+
+    # ---- persistence ------------------------------------------------------------------------------
+    def to_dict(self, include_eigenvectors: bool = True) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "n_samples": self.n_samples,
+            "status": self.status,
+            "stop_round": self.stop_round,
+            "message": self.message,
+            "epsilon": _to_jsonable(self.epsilon),
+            "alpha": self.alpha,
+            "per_output_c": self.per_output_c,
+            "eigenvalues": _to_jsonable(self.eigenvalues),
+            "eigenvectors": _to_jsonable(self.eigenvectors) if include_eigenvectors else None,
+            "c": _to_jsonable(self.c),
+            "z": _to_jsonable(self.z),
+            "labels": _to_jsonable(self.labels),
+            "timings": _to_jsonable(self.timings),
+            "summary": _to_jsonable(self.table()) if self.eigenvectors is not None else None,
+        }
+
+    def to_json(self, path: str | os.PathLike, include_eigenvectors: bool = True) -> Path:
+        """Write plain JSON (atomically: temp file then os.replace). Eigenvectors are K^2 numbers; leave
+        them out (include_eigenvectors=False) to save space, at the cost of predict()."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(include_eigenvectors), fh, allow_nan=False)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChainResult:
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"not a ChainResult file (format={data.get('format')!r})")
+        eps = data["epsilon"]
+        if isinstance(eps, list):
+            eps = _from_json_array(eps)
+        elif eps is not None:
+            eps = float(eps)
+        n = int(data["n_samples"])
+        z = _from_json_array(data["z"])
+        c = _from_json_array(data["c"])
+        labels = _from_json_array(data["labels"])
+        if c.size == 0:  # empty lists lose their trailing shape
+            c = c.reshape((0,) + ((labels.shape[1],) if data["per_output_c"] else ()))
+        return cls(
+            eigenvalues=_from_json_array(data["eigenvalues"]),
+            eigenvectors=None if data["eigenvectors"] is None else _from_json_array(data["eigenvectors"]),
+            c=c,
+            z=z.reshape((-1, n) + labels.shape[1:]),
+            labels=labels,
+            epsilon=eps,
+            n_samples=n,
+            alpha=data["alpha"],
+            per_output_c=bool(data["per_output_c"]),
+            status=data["status"],
+            stop_round=data["stop_round"],
+            message=data["message"],
+            timings=dict(data.get("timings") or {}),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ChainResult:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """The per-round table as CSV (atomic write)."""
+        import csv
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        rows = self.table()
+        fields = [
+            "round",
+            "c",
+            "alpha_sklearn",
+            "label_mean_square",
+            "train_mse_vs_y0",
+            "fit_residual",
+            "effective_basis",
+        ]
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                cells = {
+                    k: " ".join(f"{v:.17g}" for v in row[k]) if isinstance(row[k], list) else row[k]
+                    for k in fields
+                }
+                writer.writerow(cells)
+        os.replace(tmp, path)
+        return path
+
+    # ---- plots (matplotlib imported lazily; Figure objects need no GUI backend) -------------------
+    def plot_c(self, ax: Any = None) -> Any:
+        """c_t per round (log scale)."""
+        fig, ax = _axes(ax)
+        c = self._c_matrix()
+        ax.semilogy(np.arange(self.n_rounds), c, marker="o")
+        ax.set_xlabel("round t")
+        ax.set_ylabel("c_t (paper convention)")
+        ax.set_title("regularization multiplier per round")
+        return fig
+
+    def plot_norms(self, ax: Any = None) -> Any:
+        """||y_t||^2 / K per round with the collapse threshold epsilon."""
+        fig, ax = _axes(ax)
+        ax.semilogy(np.arange(self.n_rounds + 1), self.mean_square_labels, marker="o", label="||y_t||^2 / K")
+        if self.epsilon is not None and np.ndim(self.epsilon) == 0:
+            ax.axhline(float(self.epsilon), color="k", ls="--", label="epsilon (collapse)")
+        ax.set_xlabel("round t")
+        ax.legend()
+        ax.set_title("label energy per round")
+        return fig
+
+    def plot_b_diag(self, rounds: Sequence[int] | None = None, ax: Any = None) -> Any:
+        """B_t diagonal against the eigenvalue index (ascending eigenvalues), one line per round."""
+        fig, ax = _axes(ax)
+        b = self.b_diag if self.b_diag.ndim == 2 else self.b_diag.mean(axis=2)
+        for t in range(self.n_rounds) if rounds is None else rounds:
+            ax.plot(np.arange(self.n_samples), b[t], marker=".", label=f"t={t}")
+        ax.set_xlabel("eigenvalue index k (ascending d_k)")
+        ax.set_ylabel("B_t[k, k]")
+        ax.set_title("diagonal of B_t (eq. 45): small eigenvalues shrink faster")
+        if self.n_rounds:
+            ax.legend(fontsize="small")
+        return fig
+
+    def plot_fits(
+        self,
+        x_train: np.ndarray,
+        x_plot: np.ndarray,
+        kernel_plot_train: np.ndarray,
+        *,
+        truth: np.ndarray | None = None,
+        rounds: Sequence[int] | None = None,
+        ax: Any = None,
+    ) -> Any:
+        """1-D inputs: the fitted function of each round on x_plot (raw kernel [g(x_plot, x_train)])."""
+        fig, ax = _axes(ax)
+        order = np.argsort(np.ravel(x_plot))
+        xp = np.ravel(x_plot)[order]
+        y0 = self.labels if self.labels.ndim == 1 else self.labels[:, 0]
+        ax.scatter(np.ravel(x_train), y0, color="k", zorder=3, label="y_0")
+        if truth is not None:
+            ax.plot(xp, np.ravel(truth)[order], "k--", label="truth")
+        for t in range(self.n_rounds) if rounds is None else rounds:
+            pred = self.predict(kernel_plot_train, round=t)
+            pred = pred if pred.ndim == 1 else pred[:, 0]
+            ax.plot(xp, pred[order], label=f"round {t}")
+        ax.set_xlabel("x")
+        ax.legend(fontsize="small")
+        ax.set_title("self-distillation rounds")
+        return fig
+
+
+def _fmt_eps(eps: Any) -> str:
+    return f"{eps:g}" if np.ndim(eps) == 0 else "[" + ", ".join(f"{e:g}" for e in np.ravel(eps)) + "]"
+
+
+def _kappa(d: np.ndarray) -> float:
+    return float(d[-1] / d[0]) if d.size and d[0] > 0 else float("inf")
+
+
+def _axes(ax: Any) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    return fig, fig.add_subplot()

@@ -1,0 +1,283 @@
+"""The self-distillation rounds in the eigenbasis (Mobahi, Farajtabar, Bartlett 2020, Section 3).
+
+One eigendecomposition G = V diag(d) V^T (G = Kxx / K), then per round t, on O(K) work:
+  c_t = root of e(c) = (1/K) sum_k (c z_k / (c + d_k))^2 - eps                          (20)
+        bracketed by (23)-(24), found by brentq on log c;
+  A_t = diag(d / (c_t + d)),  z_{t+1} = A_t z_t                                         (29)-(30)
+  B_t = prod_{i<=t} A_i                                                                 (45)
+  f_t(x) = g_x^T V diag(1 / (c_t + d)) z_t                                              (44)
+Collapse (||y_t||^2 <= K eps: f = 0 from then on) and infeasibility (labels' null-space part of G alone
+has mean square >= eps) are outcomes reported in the ChainResult, not crashes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from scipy.optimize import brentq
+
+from selfdistill.kernel.result import ChainResult
+from selfdistill.kernel.spectrum import Spectrum
+
+
+def constraint_residual(c: float, eigenvalues: np.ndarray, z_sq: np.ndarray, n_samples: int) -> float:
+    """(1/K) sum_k (c z_k / (c + d_k))^2: the mean squared training residual of the ridge fit with
+    multiplier c (eq. 20 without the -eps). z_sq[k] = z_k^2 (summed over outputs for a shared c)."""
+    if np.isinf(c):
+        return float(np.sum(z_sq)) / n_samples
+    return float(np.sum(z_sq / (1.0 + eigenvalues / c) ** 2)) / n_samples
+
+
+# Labels within round-off of the collapse threshold ||y_t||^2 = K eps count as collapsed: c_t -> infinity
+# there, and the engine and solve_c must agree on the decision (one comparison, one tolerance).
+COLLAPSE_RTOL = 64 * np.finfo(float).eps
+
+
+def is_collapsed(energy, n_samples: int, epsilon):
+    """||y_t||^2 <= K eps (up to COLLAPSE_RTOL): the solution of (1) is f = 0 from this round on."""
+    return energy <= n_samples * epsilon * (1.0 + COLLAPSE_RTOL)
+
+
+def solve_c(eigenvalues: np.ndarray, z_sq: np.ndarray, n_samples: int, epsilon: float) -> float:
+    """c > 0 with e(c) = 0 (eq. 20), for a non-collapsed, feasible problem.
+
+    With a singular G the null-space part of the labels is a constant residual; the bracket (23)-(24)
+    then applies to the positive part of the spectrum with eps' = eps - null_energy / K.
+    Root-finding is done in u = log c (scipy.optimize.brentq), robust over many orders of magnitude.
+    """
+    positive = eigenvalues > 0.0
+    d = eigenvalues[positive]
+    zp = z_sq[positive]
+    eps_pos = epsilon - float(np.sum(z_sq[~positive])) / n_samples
+    norm_pos = float(np.sqrt(np.sum(zp)))
+    root_k_eps = float(np.sqrt(n_samples * eps_pos))
+    if eps_pos <= 0.0 or is_collapsed(float(np.sum(z_sq)), n_samples, epsilon):
+        raise ValueError("solve_c needs a feasible, non-collapsed problem (check collapse/feasibility first)")
+    gap = norm_pos - root_k_eps
+    lo = float(d[0]) * root_k_eps / gap  # (23)
+    hi = float(d[-1]) * root_k_eps / gap  # (24)
+
+    def e_log(u: float) -> float:
+        return float(np.sum(zp / (1.0 + d * np.exp(-u)) ** 2)) / n_samples - eps_pos
+
+    u_lo, u_hi = np.log(lo) - 1e-9, np.log(hi) + 1e-9
+    for _ in range(64):  # the bracket is exact in theory; widen only against round-off
+        if e_log(u_lo) <= 0.0:
+            break
+        u_lo -= 1.0
+    for _ in range(64):
+        if e_log(u_hi) >= 0.0:
+            break
+        u_hi += 1.0
+    f_lo, f_hi = e_log(u_lo), e_log(u_hi)
+    if f_lo == 0.0:
+        return float(np.exp(u_lo))
+    if f_hi == 0.0:
+        return float(np.exp(u_hi))
+    u = brentq(e_log, u_lo, u_hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return float(np.exp(u))
+
+
+def _as_epsilon(epsilon, n_outputs: int, per_output_c: bool, name: str = "epsilon"):
+    eps = np.asarray(epsilon, dtype=float)
+    if eps.ndim == 0:
+        eps_value = float(eps)
+        if not np.isfinite(eps_value) or eps_value <= 0.0:
+            raise ValueError(
+                f"{name}={epsilon!r} must be a finite number > 0 (the allowed mean squared training "
+                "residual, eq. 1); eps = 0 would interpolate and every round would repeat the same model"
+            )
+        return eps_value if not per_output_c else np.full(n_outputs, eps_value)
+    if not per_output_c or eps.shape != (n_outputs,):
+        raise ValueError(
+            f"{name} must be a scalar (or, with per_output_c=True, one value per output column: shape "
+            f"({n_outputs},)), got shape {eps.shape}"
+        )
+    if not np.all(np.isfinite(eps)) or np.any(eps <= 0.0):
+        raise ValueError(f"{name} must be finite and > 0 for every output, got {eps}")
+    return eps.astype(float)
+
+
+def self_distill(
+    gram: np.ndarray | Spectrum,
+    y: np.ndarray,
+    epsilon: float | np.ndarray | None = None,
+    *,
+    n_rounds: int | None = None,
+    alpha: float | None = None,
+    per_output_c: bool = False,
+    max_rounds: int = 1000,
+    on_infeasible: str = "report",
+    symmetry_rtol: float | None = None,
+    psd_rtol: float | None = None,
+) -> ChainResult:
+    """Exact multi-round kernel self-distillation (Mobahi et al. 2020) from ONE eigendecomposition.
+
+    gram: the RAW kernel matrix [g(x_j, x_k)] (no 1/K), or a precomputed ``Spectrum`` (reuse one eigh
+        across many epsilons).
+    y: labels, shape (K,) or (K, m) for m outputs (one regression per column, same regularizer).
+    epsilon: the constraint (1/K) sum_k (f(x_k) - y_k)^2 <= eps of eq. (1). With several outputs and a
+        shared c (the DEFAULT) the constraint is on the sum over outputs, (1/K) sum_k ||f(x_k) - y_k||^2
+        <= eps, so one c_t serves all columns; per_output_c=True solves each column with its own c
+        (epsilon may then be one value per column).
+    n_rounds: rounds to fit (round 0 fits y); None runs until collapse (at most max_rounds).
+    alpha: fixed-c mode: every round is plain kernel ridge with c = alpha / K, i.e. what
+        sklearn.kernel_ridge.KernelRidge(alpha=alpha) does on the raw matrix, applied to the previous
+        round's predictions. epsilon is then optional and only used to detect collapse; give n_rounds
+        or epsilon.
+    on_infeasible: "report" (return a ChainResult with status "infeasible") or "raise" (ValueError).
+
+    Returns a ChainResult: c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t
+    diagonals, training predictions, status ("completed", "collapsed", "infeasible", "max_rounds").
+    """
+    t_start = time.perf_counter()
+    if isinstance(gram, Spectrum):
+        spectrum = gram
+    else:
+        kwargs = {}
+        if symmetry_rtol is not None:
+            kwargs["symmetry_rtol"] = symmetry_rtol
+        if psd_rtol is not None:
+            kwargs["psd_rtol"] = psd_rtol
+        spectrum = Spectrum.from_gram(gram, **kwargs)
+    t_eigh = time.perf_counter()
+    K = spectrum.n_samples
+    d = spectrum.eigenvalues
+
+    y = np.asarray(y, dtype=float)
+    if y.ndim not in (1, 2) or y.shape[0] != K:
+        raise ValueError(
+            f"y must have shape ({K},) or ({K}, n_outputs) to match the kernel matrix ({K} points), "
+            f"got shape {y.shape}"
+        )
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values; remove or impute them")
+    single_output = y.ndim == 1
+    Y = y.reshape(K, -1)
+    m = Y.shape[1]
+    if on_infeasible not in ("report", "raise"):
+        raise ValueError(f"on_infeasible={on_infeasible!r} must be 'report' or 'raise'")
+    if n_rounds is not None and (int(n_rounds) != n_rounds or n_rounds < 1):
+        raise ValueError(f"n_rounds={n_rounds!r} must be a positive integer or None (until collapse)")
+    if int(max_rounds) != max_rounds or max_rounds < 1:
+        raise ValueError(f"max_rounds={max_rounds!r} must be a positive integer")
+
+    if alpha is None:
+        if epsilon is None:
+            raise ValueError("epsilon is required (or pass alpha for fixed-c mode)")
+        eps = _as_epsilon(epsilon, m, per_output_c)
+        c_fixed = None
+    else:
+        alpha_value = float(alpha)
+        if not np.isfinite(alpha_value) or alpha_value <= 0.0:
+            raise ValueError(f"alpha={alpha!r} must be a finite number > 0 (fixed-c mode: c = alpha / K)")
+        eps = None if epsilon is None else _as_epsilon(epsilon, m, per_output_c)
+        if n_rounds is None and eps is None:
+            raise ValueError("fixed-c mode (alpha) needs n_rounds, or epsilon to stop at collapse")
+        c_fixed = alpha_value / K
+
+    limit = int(n_rounds) if n_rounds is not None else int(max_rounds)
+    null = spectrum.null_mask
+    Z = spectrum.rotate(Y)  # (K, m)
+    zs = [Z]
+    cs: list[np.ndarray] = []
+    status, stop_round, message = "completed", None, ""
+    t = 0
+    while True:
+        if t == limit:
+            if n_rounds is None:
+                status, stop_round = "max_rounds", t
+                message = f"stopped after max_rounds={max_rounds} rounds without collapse"
+                warnings.warn(message + "; raise max_rounds or epsilon", RuntimeWarning, stacklevel=2)
+            break
+        energy = np.sum(Z * Z, axis=0)  # ||y_t||^2 per output
+        if per_output_c:
+            c_t = np.full(m, np.inf)
+            collapsed = is_collapsed(energy, K, eps) if eps is not None else np.zeros(m, dtype=bool)
+            if np.all(collapsed):
+                status, stop_round = "collapsed", t
+                message = f"collapse at round {t}: ||y_t||^2 <= K eps for every output, f = 0 from here on"
+                break
+            infeasible_cols = []
+            for o in np.flatnonzero(~collapsed):
+                if c_fixed is not None:
+                    c_t[o] = c_fixed
+                    continue
+                null_ms = float(np.sum(Z[null, o] ** 2)) / K
+                if null_ms >= eps[o]:
+                    infeasible_cols.append((o, null_ms))
+                    continue
+                c_t[o] = solve_c(d, Z[:, o] ** 2, K, float(eps[o]))
+            if infeasible_cols:
+                status, stop_round = "infeasible", t
+                message = "; ".join(
+                    f"output {o}: infeasible at round {t}: the labels' component in the null space of G "
+                    f"alone has mean square {ms:.6g} >= epsilon={eps[o]:.6g}; use epsilon > {ms:.6g} or a "
+                    "kernel whose matrix has full rank"
+                    for o, ms in infeasible_cols
+                )
+                break
+            A = d[:, None] / (c_t[None, :] + d[:, None])  # (K, m); c = inf -> 0
+        else:
+            total = float(np.sum(energy))
+            if eps is not None and is_collapsed(total, K, eps):
+                status, stop_round = "collapsed", t
+                message = (
+                    f"collapse at round {t}: ||y_t||^2/K = {total / K:.6g} <= epsilon={eps:.6g}, "
+                    "f = 0 from here on"
+                )
+                break
+            if c_fixed is not None:
+                c_scalar = c_fixed
+            else:
+                null_ms = float(np.sum(Z[null] ** 2)) / K
+                if null_ms >= eps:
+                    status, stop_round = "infeasible", t
+                    message = (
+                        f"infeasible at round {t}: the labels' component in the null space of G = Kxx/K (its "
+                        f"{int(null.sum())} zero eigenvalues: a singular kernel matrix, e.g. a low-rank "
+                        "kernel or one vanishing at a training point) "
+                        f"alone has mean square {null_ms:.6g} >= epsilon={eps:.6g}; no fit can reach the "
+                        f"constraint. Use epsilon > {null_ms:.6g}, or a kernel whose matrix has full rank"
+                    )
+                    break
+                c_scalar = solve_c(d, np.sum(Z * Z, axis=1), K, eps)
+            c_t = np.full(m, c_scalar)
+            A = (d / (c_scalar + d))[:, None]
+        Z = A * Z
+        zs.append(Z)
+        cs.append(c_t)
+        t += 1
+
+    if status == "infeasible" and on_infeasible == "raise":
+        raise ValueError(message)
+    t_end = time.perf_counter()
+    T = len(cs)
+    z_arr = np.stack(zs)  # (T+1, K, m)
+    c_arr = np.stack(cs) if T else np.zeros((0, m))
+    if not per_output_c:
+        c_arr = c_arr[:, 0] if T else np.zeros(0)
+    if single_output:
+        z_arr = z_arr[:, :, 0]
+        if per_output_c:
+            c_arr = c_arr[:, 0] if T else np.zeros(0)
+    eps_out = None if eps is None else (np.asarray(eps, dtype=float) if np.ndim(eps) else float(eps))
+    if single_output and eps_out is not None and np.ndim(eps_out):
+        eps_out = float(eps_out[0])
+    return ChainResult(
+        eigenvalues=d,
+        eigenvectors=spectrum.eigenvectors,
+        c=c_arr,
+        z=z_arr,
+        labels=y.copy(),
+        epsilon=eps_out,
+        n_samples=K,
+        alpha=None if alpha is None else float(alpha),
+        per_output_c=bool(per_output_c) and not single_output,
+        status=status,
+        stop_round=stop_round,
+        message=message,
+        timings={"eigh_s": t_eigh - t_start, "rounds_s": t_end - t_eigh},
+    )

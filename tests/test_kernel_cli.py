@@ -1,0 +1,124 @@
+"""`selfdistill kernel` (experiments/kernel_run.py) through selfdistill.cli.main on small generated data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from selfdistill import cli
+from selfdistill.kernel import ChainResult, kernel_matrix, self_distill, spline_green
+
+
+@pytest.fixture
+def run_cli(monkeypatch):
+    """cli.main restricted to the kernel sub-command (the other sub-commands belong to other modules)."""
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"kernel": cli.SUBCOMMANDS["kernel"]})
+    return lambda *argv: cli.main(["kernel", *map(str, argv)])
+
+
+def _data(K=20, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(0, 1, K))
+    return x, np.sin(2 * np.pi * x) + 0.3 * rng.normal(size=K)
+
+
+def test_csv_with_target_column_spline_kernel(tmp_path, run_cli, capsys):
+    x, y = _data()
+    data = tmp_path / "train.csv"
+    np.savetxt(data, np.column_stack([y, x]), delimiter=",", header="label,x", comments="")
+    out = tmp_path / "out"
+    assert (
+        run_cli("--data", data, "--target", "label", "--kernel", "spline", "--epsilon", 0.1, "--out", out)
+        == 0
+    )
+    expected = self_distill(spline_green(x[:, None], x[None, :]), y, 0.1)
+    result = ChainResult.from_json(out / "result.json")
+    np.testing.assert_allclose(result.c, expected.c, rtol=1e-12)
+    assert result.status == expected.status == "collapsed"
+    with open(out / "rounds.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == expected.n_rounds
+    np.testing.assert_allclose([float(r["c"]) for r in rows], expected.c, rtol=1e-12)
+    for name in ("c.png", "norms.png", "b_diag.png", "fits.png", "theory.txt", "run.json"):
+        assert (out / name).stat().st_size > 0, name
+    printed = capsys.readouterr().out
+    assert "c_t" in printed and "collapse at round" in printed and "results written" in printed
+
+
+def test_npz_with_test_set_rbf_relative_epsilon_fixed_rounds(tmp_path, run_cli):
+    x, y = _data(seed=1)
+    xt = np.linspace(0, 1, 30)
+    yt = np.sin(2 * np.pi * xt)
+    data = tmp_path / "d.npz"
+    np.savez(data, X=x[:, None], y=y, X_test=xt[:, None], y_test=yt)
+    out = tmp_path / "o"
+    rc = run_cli("--data", data, "--gamma", 5, "--epsilon", 0.2, "--epsilon-mode", "relative", "--rounds", 2,
+                 "--out", out, "--no-plots")  # fmt: skip
+    assert rc == 0
+    gram = kernel_matrix(x[:, None], kernel="rbf", gamma=5.0)
+    expected = self_distill(gram, y, 0.2 * np.mean(y**2), n_rounds=2)
+    k_test = kernel_matrix(xt[:, None], x[:, None], kernel="rbf", gamma=5.0)
+    with open(out / "test_rounds.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["round"]) for r in rows] == [0, 1]
+    for t, row in enumerate(rows):
+        assert float(row["test_mse"]) == pytest.approx(np.mean((expected.predict(k_test, round=t) - yt) ** 2))
+    assert not (out / "c.png").exists()
+    assert json.loads((out / "run.json").read_text())["epsilon_used"] == [pytest.approx(0.2 * np.mean(y**2))]
+
+
+def test_separate_label_file_multi_output_and_fixed_c(tmp_path, run_cli):
+    x, y = _data(seed=2)
+    Y = np.column_stack([y, np.cos(2 * np.pi * x)])
+    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")
+    np.savetxt(tmp_path / "Y.csv", Y, delimiter=",")
+    out = tmp_path / "o"
+    rc = run_cli("--data", tmp_path / "X.csv", "--labels", tmp_path / "Y.csv", "--alpha", 0.5, "--rounds", 3,
+                 "--kernel", "laplacian", "--gamma", 2, "--out", out)  # fmt: skip
+    assert rc == 0
+    result = ChainResult.from_json(out / "result.json")
+    assert result.n_rounds == 3 and result.labels.shape == (20, 2)
+    np.testing.assert_allclose(result.c, 0.5 / 20)
+    assert "not applicable" in (out / "theory.txt").read_text()
+
+
+def test_user_errors_are_reported_without_traceback(tmp_path, run_cli, capsys):
+    assert run_cli("--data", tmp_path / "missing.csv", "--out", tmp_path / "o") == 2
+    assert "not found" in capsys.readouterr().err
+    x, y = _data()
+    data = tmp_path / "t.csv"
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="x,y", comments="")
+    assert run_cli("--data", data, "--target", "nope", "--out", tmp_path / "o") == 2
+    assert "--target 'nope' is not a column" in capsys.readouterr().err
+    paper_x = np.linspace(0, 1, 11)
+    paper = tmp_path / "paper.csv"
+    labels = np.sin(2 * np.pi * paper_x) + np.r_[0.4, np.zeros(9), 0.6]  # nonzero where the kernel vanishes
+    np.savetxt(paper, np.column_stack([paper_x, labels]), delimiter=",")
+    assert run_cli("--data", paper, "--kernel", "spline", "--epsilon", 0.01, "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "infeasible" in err and "epsilon >" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n0.1,1\n0.2,\n")
+    assert run_cli("--data", bad, "--out", tmp_path / "o") == 2
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_help_lists_the_options(run_cli, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli("--help")
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--data",
+        "--target",
+        "--kernel",
+        "--gamma",
+        "--epsilon-mode",
+        "--rounds",
+        "--alpha",
+        "--out",
+    ):
+        assert flag in text
