@@ -1,0 +1,337 @@
+"""Run a multi-round neural self-distillation experiment from a YAML config.
+
+  selfdistill train digits_mlp_l2 --out results/digits          (a shipped config, by name)
+  selfdistill train my.yaml --out runs/a --set optimizer.steps=500 --set chain.rounds=4
+  selfdistill train cifar10_resnet50_l2 --data-root ~/data --out runs/c10
+  torchrun --nproc_per_node 4 -m selfdistill train cifar10_resnet50_l2 --data-root ~/data --out runs/c10
+
+The folder --out receives config.yaml (the validated config), rounds.csv (per seed and round: train
+accuracy/loss on the original labels, loss against the round's targets, val/test accuracy and loss, steps,
+seconds), checkpoints/seed{S}/round{T}.pt, early_stopping.csv (when early_stopping_comparison is true),
+summary.json (per-round mean/std, best round chosen by VALIDATION accuracy) and plots. Every finished round
+is checkpointed: run the same command again after an interruption and the chain resumes after the last
+finished round, with results identical to an uninterrupted run. A folder holding a run with a different
+config is refused (use another --out, or --overwrite to discard the old run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from selfdistill.experiments.config import (
+    ExperimentConfig,
+    config_differences,
+    config_from_dict,
+    load_config,
+    read_yaml,
+)
+
+RUN_FILES = ("rounds.csv", "early_stopping.csv", "summary.json", "config.yaml")
+RUN_DIRS = ("checkpoints", "tensorboard")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. digits_mlp_l2)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value with a dotted key, e.g. --set optimizer.steps=50 (repeatable)",
+    )
+    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the CIFAR files")
+    parser.add_argument(
+        "--overwrite",
+        "--force",
+        action="store_true",
+        help="discard a previous run in --out (even with a different config) instead of resuming it",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.data_root is not None:
+        config.data.root = str(args.data_root)
+    if args.no_progress:
+        config.logging.progress = False
+    out = args.out if args.out is not None else Path("results") / config.name
+    run_experiment(config, out, overwrite=args.overwrite, plots=not args.no_plots)
+    return 0
+
+
+def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> bool:
+    """Refuse to resume into a folder whose run has a different config; returns True when resuming."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        if (out / "checkpoints").exists() and not overwrite:
+            raise ValueError(
+                f"--out {out} holds checkpoints but no config.yaml: cannot tell which run they "
+                "belong to; use another --out or --overwrite to discard them"
+            )
+        return False
+    if overwrite:
+        return False
+    saved = config_from_dict(read_yaml(saved_path), source=str(saved_path))
+    differences = config_differences(saved.to_dict(), config.to_dict())
+    if differences:
+        raise ValueError(
+            f"--out {out} holds a run with a different config, so it cannot be resumed:\n  "
+            + "\n  ".join(differences)
+            + "\nuse another --out, or --overwrite (alias --force) to discard the old run"
+        )
+    return True
+
+
+def clear_run(out: Path) -> None:
+    """Remove the files of a previous run (only the ones this command writes)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
+class _ProgressHooks:
+    """tqdm bars (rounds over all seeds; steps of the current round) + optional TensorBoard scalars."""
+
+    def __init__(self, total_rounds: int, show: bool, writer: Any = None):
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.show = show
+        self.writer = writer
+        self.outer = tqdm(total=total_rounds, desc="rounds", unit="round", disable=not show, position=0)
+        self.inner = None
+        self.every = 1
+
+    def round_start(self, seed: int, round_index: int, total_steps: int) -> None:
+        if self.show:
+            self.inner = self._tqdm(
+                total=total_steps,
+                desc=f"seed {seed} round {round_index}",
+                unit="step",
+                leave=False,
+                position=1,
+            )
+            self.every = max(1, total_steps // 100)
+
+    def step(self, step: int, loss: Any) -> None:
+        if self.inner is not None and step % self.every == 0:
+            self.inner.update(self.every)
+            self.inner.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+    def round_end(self, row: dict[str, Any], resumed: bool) -> None:
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
+        self.outer.update(1)
+        self.outer.set_postfix(
+            seed=row["seed"], round=row["round"], test_acc=f"{row['test_acc']:.3f}", resumed=resumed
+        )
+        if self.writer is not None:
+            for key in ("train_acc_original", "train_loss_original", "target_loss", "val_acc", "test_acc"):
+                self.writer.add_scalar(f"seed{row['seed']}/{key}", row[key], row["round"])
+
+    def close(self) -> None:
+        self.outer.close()
+
+
+def _tensorboard_writer(config: ExperimentConfig, out: Path, is_main: bool) -> Any:
+    if not (config.logging.tensorboard and is_main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print(
+            "logging.tensorboard is true but the tensorboard package is not installed "
+            "(pip install tensorboard); continuing with CSV logging only",
+            file=sys.stderr,
+        )
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str, Any]:
+    """Data, model factory, loss and chain spec of ``config`` (validates model and loss arguments)."""
+    from selfdistill.nn.chain import ChainSpec
+    from selfdistill.nn.data import load_data
+    from selfdistill.nn.losses import build_loss
+    from selfdistill.nn.models import build_model
+    from selfdistill.nn.training import TrainSpec
+
+    data = load_data(
+        config.data.name,
+        root=config.data.root,
+        val_fraction=config.data.val_fraction,
+        label_noise=config.data.label_noise,
+        seed=config.data.seed,
+        subset=config.data.subset,
+        verify_checksums=config.data.verify_checksums,
+    )
+
+    def model_factory():
+        return build_model(config.model.name, data.num_classes, data.input_shape, **config.model.kwargs)
+
+    try:
+        model_factory()
+    except TypeError as err:
+        raise ValueError(
+            f"model: {config.model.name!r} rejected its arguments {config.model.kwargs}: {err}"
+        ) from err
+    try:
+        loss_fn = build_loss(config.loss.name, **config.loss.kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"loss: {config.loss.name!r} rejected its arguments {config.loss.kwargs}: {err}"
+        ) from err
+    opt = config.optimizer
+    train_spec = TrainSpec(
+        optimizer=opt.name,
+        lr=opt.lr,
+        weight_decay=opt.weight_decay,
+        weight_decay_mode=opt.weight_decay_mode,
+        momentum=opt.momentum,
+        batch_size=opt.batch_size,
+        steps=opt.steps,
+        epochs=opt.epochs,
+        check_every=opt.eval_every,
+    )
+    spec = ChainSpec(
+        rounds=config.chain.rounds, seeds=tuple(config.chain.seed_list), train=train_spec, xi=config.loss.xi
+    )
+    return {"data": data, "model_factory": model_factory, "loss_fn": loss_fn, "spec": spec}
+
+
+def run_experiment(
+    config: ExperimentConfig, out: Path, *, overwrite: bool = False, plots: bool = True, verbose: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) the experiment of ``config`` into ``out``; returns the summary (also summary.json)."""
+    from selfdistill.nn.chain import run_chain
+    from selfdistill.nn.checkpoint import atomic_write_json, atomic_write_text
+    from selfdistill.nn.distributed import barrier, init_distributed, shutdown_distributed
+    from selfdistill.nn.early_stopping import run_early_stopping_comparison
+
+    out = Path(out)
+    ctx = init_distributed(config.device)
+    try:
+        resuming = check_out_dir(config, out, overwrite)
+        barrier(ctx)
+        if ctx.is_main:
+            if overwrite:
+                clear_run(out)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", config.to_yaml())
+        parts = build_components(config, ctx.device)
+        data = parts["data"]
+        if ctx.device.type == "cuda":
+            data = data.to(ctx.device)
+        spec = parts["spec"]
+        show = config.logging.progress and ctx.is_main and verbose
+        if verbose and ctx.is_main:
+            print(
+                f"{config.name}: {data!r}\n{'resuming' if resuming else 'starting'} in {out} on {ctx.device}"
+                f"{f' x {ctx.world_size} processes' if ctx.is_distributed else ''}",
+                file=sys.stderr,
+            )
+        writer = _tensorboard_writer(config, out, ctx.is_main)
+        hooks = _ProgressHooks(spec.rounds * len(spec.seeds), show, writer)
+        try:
+            chain = run_chain(
+                data,
+                parts["model_factory"],
+                parts["loss_fn"],
+                spec,
+                device=ctx.device,
+                out_dir=out,
+                hooks=hooks,
+                dist_ctx=ctx,
+            )
+        finally:
+            hooks.close()
+        chain.meta.update(
+            {
+                "name": config.name,
+                "data": config.data.name,
+                "model": config.model.name,
+                "loss": config.loss.name,
+                "xi": config.loss.xi,
+                "device": str(ctx.device),
+                "world_size": ctx.world_size,
+            }
+        )
+        summary = chain.summary()
+        es = None
+        if config.early_stopping_comparison:
+            es = run_early_stopping_comparison(
+                data,
+                parts["model_factory"],
+                parts["loss_fn"],
+                spec,
+                chain,
+                device=ctx.device,
+                out_dir=out,
+                dist_ctx=ctx,
+            )
+            summary["early_stopping"] = es.per_round()
+        if ctx.is_main:
+            atomic_write_json(out / "summary.json", summary)
+            if writer is not None:
+                for entry in summary["per_round"]:
+                    for key in ("train_acc_original", "test_acc", "val_acc", "train_loss_original"):
+                        writer.add_scalar(f"mean/{key}", entry[f"{key}_mean"], entry["round"])
+                writer.close()
+            if plots:
+                summary["plots"] = [str(p) for p in _make_plots(out, config.name, es is not None)]
+                atomic_write_json(out / "summary.json", summary)
+            if verbose:
+                print(f"\n{config.name}: per round, mean ± std over {len(chain.seeds)} seed(s)")
+                print(chain.table())
+                if es is not None:
+                    print("\nearly stopping at equal training loss (Figure 6)")
+                    print(es.table())
+                print(f"results in {out}")
+        return summary
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _make_plots(out: Path, title: str, early_stopping: bool) -> list[Path]:
+    try:
+        from selfdistill.nn.plots import plot_early_stopping, plot_rounds
+    except ImportError as err:
+        print(f"plots skipped: {err}", file=sys.stderr)
+        return []
+    paths = list(plot_rounds(out / "rounds.csv", out, title=title) or [])
+    if early_stopping:
+        result = plot_early_stopping(out / "early_stopping.csv", out, title=title)
+        if isinstance(result, list | tuple):
+            paths.extend(result)
+        elif result is not None:
+            paths.append(result)
+    return paths
+
+
+def _standalone(argv: list[str] | None = None) -> int:
+    """``python -m selfdistill.experiments.train ...``: the same command without the other sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="selfdistill train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"selfdistill train: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

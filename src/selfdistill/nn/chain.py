@@ -1,0 +1,427 @@
+"""Multi-round self-distillation chains of neural networks (Mobahi, Farajtabar, Bartlett 2020, Section 5).
+
+Round 0 trains a freshly initialized model on the one-hot training labels y_0. Round t >= 1 trains ANOTHER
+freshly initialized model (seed derived from (chain seed, round), recorded) on the targets
+
+    y_t = xi * softmax(f_{t-1}(x)) + (1 - xi) * y_0            (xi = 1: pure self-distillation;
+                                                               xi < 1: Borup & Andersen 2021 mixing)
+
+where f_{t-1} is round t-1's model, deep-copied into a FROZEN teacher (requires_grad False, eval mode,
+evaluated under no_grad); the teacher's softmax is taken at T = 1 because the temperature KL loss softens
+probabilities itself. Without augmentation the teacher's outputs on the training set are computed once
+per round and cached; with augmentation the teacher sees the same augmented batch as the student. Hard
+labels (Appendix D.3) are the loss ``hard_ce`` (argmax of the teacher, then cross-entropy).
+
+Per seed and round the chain records, in ``rounds.csv`` (columns :data:`ROUND_COLUMNS` first): accuracy and
+loss on the ORIGINAL training labels (one-hot targets, the chain's loss), the loss against the round's own
+targets, validation and test accuracy and loss, steps and seconds. Model selection ("best round") looks at
+validation only; test numbers are reported, never used to choose.
+
+Checkpoints and resume: after each finished round, ``checkpoints/seed{S}/round{T}.pt`` holds the model
+weights and the round's metric row, written atomically. A chain started again in the same folder loads the
+finished rounds and continues after the last one; every random choice of a round depends only on
+(seed, round) and the previous round's weights, so the result is identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfdistill.nn.checkpoint import atomic_write_csv, atomic_write_json, load_checkpoint, save_checkpoint
+from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext, barrier
+from selfdistill.nn.losses import mix_targets
+from selfdistill.nn.training import (
+    TrainSpec,
+    accuracy,
+    loss_on,
+    one_hot,
+    predict_logits,
+    train,
+)
+
+ROUND_COLUMNS: tuple[str, ...] = (
+    "seed",
+    "round",
+    "train_acc_original",
+    "train_loss_original",
+    "target_loss",
+    "val_acc",
+    "test_acc",
+    "val_loss",
+    "test_loss",
+    "steps",
+    "seconds",
+)
+EXTRA_COLUMNS: tuple[str, ...] = ("train_acc_clean", "student_seed", "data_seed")
+METRIC_COLUMNS: tuple[str, ...] = (
+    "train_acc_original",
+    "train_loss_original",
+    "target_loss",
+    "val_acc",
+    "test_acc",
+    "val_loss",
+    "test_loss",
+    "train_acc_clean",
+)
+CHECKPOINT_FORMAT = 1
+
+_STREAMS = {"init": 1, "data": 2, "torch": 3}
+
+
+def derive_seed(seed: int, round_index: int, stream: str) -> int:
+    """A 63-bit seed for one random stream ("init", "data", "torch") of one round of one chain seed."""
+    state = np.random.SeedSequence([int(seed), int(round_index), _STREAMS[stream]]).generate_state(
+        2, np.uint32
+    )
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """A chain: ``rounds`` rounds (0 .. rounds-1) for each of ``seeds``, trained with ``train``."""
+
+    rounds: int
+    seeds: tuple[int, ...]
+    train: TrainSpec
+    xi: float = 1.0
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if int(self.rounds) != self.rounds or self.rounds < 1:
+            raise ValueError(
+                f"rounds must be an integer >= 1 (round 0 trains on the labels); got {self.rounds}"
+            )
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        if any(int(s) != s or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be non-negative integers; got {list(self.seeds)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct; got {list(self.seeds)}")
+        if not math.isfinite(self.xi):
+            raise ValueError(f"xi (weight of the teacher in the targets) must be finite; got {self.xi}")
+
+
+class ChainHooks:
+    """Callbacks of a running chain (progress bars, logging); every method is optional to override."""
+
+    def round_start(self, seed: int, round_index: int, total_steps: int) -> None: ...
+
+    def step(self, step: int, loss: Tensor) -> None: ...
+
+    def round_end(self, row: dict[str, Any], resumed: bool) -> None: ...
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), std
+
+
+@dataclass
+class ChainResult:
+    """Per-seed, per-round metrics of a chain; prints as a mean ± std table, saves as CSV/JSON."""
+
+    rows: list[dict[str, Any]]
+    columns: tuple[str, ...] = ROUND_COLUMNS + EXTRA_COLUMNS
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({int(r["seed"]) for r in self.rows})
+
+    @property
+    def rounds(self) -> list[int]:
+        return sorted({int(r["round"]) for r in self.rows})
+
+    def column(self, name: str, round_index: int) -> list[float]:
+        return [float(r[name]) for r in self.rows if int(r["round"]) == round_index]
+
+    def per_round(self) -> list[dict[str, Any]]:
+        """Mean and (sample) standard deviation over seeds of every metric, per round."""
+        table = []
+        for t in self.rounds:
+            entry: dict[str, Any] = {"round": t, "num_seeds": len(self.column("seed", t))}
+            for name in METRIC_COLUMNS + ("steps", "seconds"):
+                mean, std = _mean_std(self.column(name, t))
+                entry[f"{name}_mean"], entry[f"{name}_std"] = mean, std
+            table.append(entry)
+        return table
+
+    def best_round_by_val(self) -> dict[str, Any]:
+        """The round with the highest mean validation accuracy (ties: lower mean validation loss, then the
+        earliest round; none without a validation split). Test accuracy there is reported, never used."""
+        per_round = self.per_round()
+        by_acc = [e for e in per_round if math.isfinite(e["val_acc_mean"])]
+        if by_acc:
+            best = max(by_acc, key=lambda e: (e["val_acc_mean"], -e["val_loss_mean"], -e["round"]))
+            criterion = "val_acc_mean"
+        else:
+            return {"round": None, "criterion": "no validation split (val_fraction 0): nothing to select on"}
+        per_seed = {}
+        for s in self.seeds:
+            seed_rows = [r for r in self.rows if int(r["seed"]) == s]
+            best_row = max(
+                seed_rows, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"]), -int(r["round"]))
+            )
+            per_seed[str(s)] = int(best_row["round"])
+        return {
+            "round": best["round"],
+            "criterion": criterion,
+            "val_acc_mean": best["val_acc_mean"],
+            "val_acc_std": best["val_acc_std"],
+            "test_acc_mean": best["test_acc_mean"],
+            "test_acc_std": best["test_acc_std"],
+            "round0_test_acc_mean": per_round[0]["test_acc_mean"] if per_round[0]["round"] == 0 else None,
+            "per_seed_best_round": per_seed,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "seeds": self.seeds,
+            "rounds": self.rounds,
+            "best_round_by_val": self.best_round_by_val(),
+            "per_round": self.per_round(),
+        }
+
+    def table(self) -> str:
+        """Per-round table, mean ± std over seeds."""
+        cols = [
+            ("train_acc_original", "train acc (y0)"),
+            ("train_loss_original", "train loss (y0)"),
+            ("target_loss", "target loss"),
+            ("val_acc", "val acc"),
+            ("test_acc", "test acc"),
+        ]
+        header = f"{'round':>5} " + " ".join(f"{title:>19}" for _, title in cols)
+        lines = [header, "-" * len(header)]
+        for entry in self.per_round():
+            cells = [f"{entry[f'{c}_mean']:.4f} ± {entry[f'{c}_std']:.4f}" for c, _ in cols]
+            lines.append(f"{entry['round']:>5} " + " ".join(f"{cell:>19}" for cell in cells))
+        best = self.best_round_by_val()
+        if best["round"] is not None:
+            lines.append(
+                f"best round by validation accuracy: {best['round']} (val {best['val_acc_mean']:.4f}, "
+                f"test {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f})"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def save_csv(self, path: str | Path) -> None:
+        atomic_write_csv(path, self.rows, self.columns)
+
+    def save_summary(self, path: str | Path) -> None:
+        atomic_write_json(path, self.summary())
+
+
+def checkpoint_path(out_dir: Path, seed: int, round_index: int) -> Path:
+    return Path(out_dir) / "checkpoints" / f"seed{seed}" / f"round{round_index}.pt"
+
+
+def fresh_model(model_factory: Callable[[], nn.Module], init_seed: int) -> nn.Module:
+    """A new model initialized from ``init_seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return model_factory()
+
+
+def frozen_teacher(model: nn.Module) -> nn.Module:
+    """A distinct deep copy of ``model``: parameters frozen, eval mode (call it under no_grad)."""
+    teacher = copy.deepcopy(model)
+    teacher.requires_grad_(False)
+    teacher.eval()
+    return teacher
+
+
+def _nan_if_empty(fn: Callable[[], float], n: int) -> float:
+    return fn() if n > 0 else float("nan")
+
+
+def _split_metrics(
+    model: nn.Module, x: Tensor, y: Tensor, num_classes: int, loss_fn: Callable, device, batch_size: int
+) -> tuple[float, float, Tensor]:
+    if x.shape[0] == 0:
+        return float("nan"), float("nan"), torch.empty(0, num_classes)
+    logits = predict_logits(model, x, device=device, batch_size=batch_size)
+    labels = y.cpu()
+    return accuracy(logits, labels), loss_on(loss_fn, logits, one_hot(labels, num_classes)), logits
+
+
+def run_chain(
+    data: Any,
+    model_factory: Callable[[], nn.Module],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    spec: ChainSpec,
+    *,
+    device: torch.device | str = "cpu",
+    out_dir: str | Path | None = None,
+    hooks: ChainHooks | None = None,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+) -> ChainResult:
+    """Run (or resume) a self-distillation chain on ``data`` (a ``DataSplits``) for every seed of ``spec``.
+
+    ``model_factory()`` builds a freshly initialized model (it is called under a seeded RNG). With
+    ``out_dir`` every finished round is checkpointed and ``rounds.csv`` rewritten (rank 0 only), and rounds
+    already checkpointed there are loaded instead of trained.
+    """
+    device = torch.device(device)
+    hooks = hooks or ChainHooks()
+    out = Path(out_dir) if out_dir is not None else None
+    writes = out is not None and dist_ctx.is_main
+    num_classes = int(data.num_classes)
+    x_train = data.x_train
+    y_train = data.y_train
+    labels_cpu = y_train.cpu()
+    onehot_train = one_hot(labels_cpu, num_classes)
+    clean_labels = getattr(data, "clean_y_train", y_train).cpu()
+    augment = getattr(data, "augment", None)
+    rows: list[dict[str, Any]] = []
+    result = ChainResult(rows=rows)
+
+    for seed in spec.seeds:
+        teacher: nn.Module | None = None
+        for t in range(spec.rounds):
+            init_seed = derive_seed(seed, t, "init")
+            data_seed = derive_seed(seed, t, "data")
+            ckpt = load_checkpoint(checkpoint_path(out, seed, t)) if out is not None else None
+            if (
+                ckpt is not None
+                and ckpt.get("format") == CHECKPOINT_FORMAT
+                and ckpt.get("init_seed") == init_seed
+            ):
+                student = fresh_model(model_factory, init_seed)
+                student.load_state_dict(ckpt["state_dict"])
+                student.to(device)
+                row = dict(ckpt["row"])
+                rows.append(row)
+                hooks.round_end(row, resumed=True)
+                teacher = frozen_teacher(student)
+                del student
+                continue
+
+            started = time.perf_counter()
+            # targets of this round (y_0 at round 0; the frozen teacher's softmax, mixed with y_0, later)
+            if teacher is None:
+                train_targets = onehot_train
+                target_fn = None
+            else:
+                teacher_probs = F.softmax(
+                    predict_logits(teacher, x_train, device=device, batch_size=spec.eval_batch_size), dim=1
+                )
+                train_targets = mix_targets(teacher_probs, labels_cpu, num_classes, spec.xi)
+                target_fn = None
+                if augment is not None:
+                    target_fn = _augmented_teacher_targets(teacher, y_train, num_classes, spec)
+            student = fresh_model(model_factory, init_seed)
+            generator = torch.Generator().manual_seed(data_seed)
+            hooks.round_start(seed, t, spec.train.total_steps(x_train.shape[0]))
+            cuda_devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_devices):
+                torch.manual_seed(derive_seed(seed, t, "torch"))
+                fit = train(
+                    student,
+                    x_train,
+                    target_fn if target_fn is not None else train_targets.to(x_train.device),
+                    loss_fn,
+                    spec.train,
+                    generator=generator,
+                    device=device,
+                    augment=augment,
+                    on_step=hooks.step,
+                    dist_ctx=dist_ctx,
+                )
+            train_logits = predict_logits(student, x_train, device=device, batch_size=spec.eval_batch_size)
+            val_acc, val_loss, _ = _split_metrics(
+                student, data.x_val, data.y_val, num_classes, loss_fn, device, spec.eval_batch_size
+            )
+            test_acc, test_loss, _ = _split_metrics(
+                student, data.x_test, data.y_test, num_classes, loss_fn, device, spec.eval_batch_size
+            )
+            row = {
+                "seed": int(seed),
+                "round": t,
+                "train_acc_original": accuracy(train_logits, labels_cpu),
+                "train_loss_original": loss_on(loss_fn, train_logits, onehot_train),
+                "target_loss": loss_on(loss_fn, train_logits, train_targets),
+                "val_acc": val_acc,
+                "test_acc": test_acc,
+                "val_loss": val_loss,
+                "test_loss": test_loss,
+                "steps": fit.steps,
+                "seconds": time.perf_counter() - started,
+                "train_acc_clean": accuracy(train_logits, clean_labels),
+                "student_seed": init_seed,
+                "data_seed": data_seed,
+            }
+            rows.append(row)
+            if writes:
+                payload = {
+                    "format": CHECKPOINT_FORMAT,
+                    "seed": int(seed),
+                    "round": t,
+                    "init_seed": init_seed,
+                    "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
+                    "row": row,
+                }
+                save_checkpoint(checkpoint_path(out, seed, t), payload)
+                result.save_csv(out / "rounds.csv")
+            barrier(dist_ctx)
+            hooks.round_end(row, resumed=False)
+            teacher = frozen_teacher(student)
+            del student
+    if writes:
+        result.save_csv(out / "rounds.csv")
+    return result
+
+
+def _augmented_teacher_targets(
+    teacher: nn.Module, labels: Tensor, num_classes: int, spec: ChainSpec
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """Targets for an augmented batch: the frozen teacher evaluated on the SAME augmented inputs, mixed
+    with the labels as in :func:`selfdistill.nn.losses.mix_targets` (inlined: no per-step validation)."""
+    xi = float(spec.xi)
+
+    @torch.no_grad()
+    def targets(x_batch: Tensor, indices: Tensor) -> Tensor:
+        probs = F.softmax(teacher(x_batch).float(), dim=1)
+        if xi == 1.0:
+            return probs
+        onehot = F.one_hot(labels.to(indices.device)[indices].long(), num_classes).to(probs.dtype)
+        return xi * probs + (1.0 - xi) * onehot
+
+    return targets
+
+
+def load_rounds_csv(path: str | Path) -> ChainResult:
+    """Read a ``rounds.csv`` back into a :class:`ChainResult` (numbers parsed as int or float)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = tuple(reader.fieldnames or ())
+        rows = []
+        for raw in reader:
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                try:
+                    row[key] = int(value)
+                except ValueError:
+                    row[key] = float(value)
+            rows.append(row)
+    return ChainResult(rows=rows, columns=columns)

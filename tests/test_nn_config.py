@@ -1,0 +1,149 @@
+"""Experiment configs: schema validation with clear errors, overrides, shipped configs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from selfdistill.experiments.config import (
+    DATA_NAMES,
+    LOSS_NAMES,
+    MODEL_NAMES,
+    apply_overrides,
+    config_differences,
+    config_from_dict,
+    load_config,
+    resolve_config_path,
+    shipped_config_names,
+)
+
+MINIMAL = {
+    "name": "x",
+    "data": {"name": "digits"},
+    "model": {"name": "mlp", "hidden_sizes": [16]},
+    "loss": {"name": "l2"},
+    "optimizer": {"steps": 10},
+}
+
+PAPER_CONFIGS = {
+    "cifar10_resnet50_l2",
+    "cifar100_resnet50_l2",
+    "cifar100_vgg16_l2",
+    "cifar10_resnet50_ce",
+    "cifar10_resnet50_hard",
+    "cifar10_resnet50_early_stopping",
+}
+CPU_CONFIGS = {"digits_mlp_l2", "digits_mlp_hard", "digits_mlp_early_stopping", "mnist1d_cnn_l2"}
+
+
+def _with(section, **values):
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MINIMAL.items()}
+    raw.setdefault(section, {})
+    raw[section].update(values)
+    return raw
+
+
+def test_minimal_config_gets_documented_defaults():
+    config = config_from_dict(MINIMAL)
+    assert config.optimizer.name == "adam" and config.optimizer.lr == 1e-3
+    assert config.optimizer.weight_decay_mode == "l2"
+    assert config.chain.seed_list == [0] and config.chain.rounds == 10
+    assert config.model.kwargs == {"hidden_sizes": [16]}
+    assert config.device == "auto" and config.logging.csv and not config.early_stopping_comparison
+    assert config_from_dict(config.to_dict()) == config  # canonical form round-trips
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({**MINIMAL, "optimiser": {}}, r"unknown key 'optimiser'; allowed keys: name, data, model"),
+        (_with("optimizer", momentun=0.9), r"optimizer: unknown key 'momentun'; allowed keys: name, lr"),
+        (
+            _with("optimizer", name="rmsprop"),
+            r"optimizer.name: 'rmsprop' is not allowed; allowed values: adam, sgd",
+        ),
+        (_with("data", name="imagenet"), r"data.name: 'imagenet' is not allowed; allowed values: digits"),
+        (_with("loss", name="mse"), r"loss.name: 'mse' is not allowed; allowed values: l2, soft_ce"),
+        (_with("optimizer", epochs=3), r"exactly one of steps and epochs"),
+        (_with("optimizer", lr="fast"), r"optimizer.lr must be float; got 'fast'"),
+        (_with("optimizer", batch_size=0), r"optimizer.batch_size must be >= 1"),
+        (_with("data", label_noise=1.5), r"data.label_noise must be in \[0.0, 1.0\]"),
+        (_with("chain", seeds=[1, 1]), r"chain.seeds must be a non-empty list of distinct"),
+        (_with("chain", rounds=0), r"chain.rounds must be >= 1"),
+        ({**MINIMAL, "device": "tpu"}, r"device: 'tpu' is not allowed; allowed values: auto, cpu, cuda"),
+        ({k: v for k, v in MINIMAL.items() if k != "model"}, r"missing required key 'model'"),
+        (_with("logging", csv=False), r"rounds.csv is always written"),
+        ({**MINIMAL, "early_stopping_comparison": "yes"}, r"early_stopping_comparison must be true or false"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_allowed_values(raw, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(raw)
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float():
+    assert config_from_dict(_with("optimizer", lr="1e-3")).optimizer.lr == pytest.approx(1e-3)
+
+
+def test_overrides_are_dotted_and_yaml_parsed():
+    raw = apply_overrides(
+        MINIMAL,
+        [
+            "optimizer.steps=50",
+            "chain.seeds=[0, 3]",
+            "loss.xi=0.5",
+            "model.hidden_sizes=[8, 8]",
+            "data.subset=100",
+        ],
+    )
+    config = config_from_dict(raw)
+    assert config.optimizer.steps == 50 and config.chain.seed_list == [0, 3] and config.loss.xi == 0.5
+    assert config.model.kwargs["hidden_sizes"] == [8, 8] and config.data.subset == 100
+    assert MINIMAL["optimizer"] == {"steps": 10}  # the input is not modified
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        apply_overrides(MINIMAL, ["optimizer.steps"])
+    with pytest.raises(ValueError, match="name is not a section"):
+        apply_overrides(MINIMAL, ["name.x=1"])
+
+
+def test_config_differences_ignore_what_does_not_change_results():
+    a = config_from_dict(MINIMAL).to_dict()
+    b = config_from_dict(
+        apply_overrides(MINIMAL, ["optimizer.lr=0.01", "chain.rounds=20", "logging.progress=false"])
+    )
+    assert config_differences(a, b.to_dict()) == ["optimizer.lr: 0.001 in the folder, 0.01 now"]
+
+
+def test_every_shipped_config_validates(tmp_path):
+    names = set(shipped_config_names())
+    assert PAPER_CONFIGS | CPU_CONFIGS <= names
+    for name in names:
+        config = load_config(name)
+        assert config.name == name
+        assert resolve_config_path(f"{name}.yaml") == resolve_config_path(name)
+    for name in PAPER_CONFIGS:  # the paper's protocol (Section 5)
+        config = load_config(name)
+        assert config.optimizer.name == "adam" and config.optimizer.steps == 64000
+        assert config.optimizer.batch_size == (16 if config.data.name == "cifar10" else 64)
+        assert len(config.chain.seed_list) == 10 and config.chain.rounds > 10
+    assert load_config("cifar10_resnet50_hard").loss.name == "hard_ce"
+    assert load_config("cifar10_resnet50_early_stopping").early_stopping_comparison
+    # a config file given by path, with overrides
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    assert load_config(str(path), ["optimizer.steps=3"]).optimizer.steps == 3
+
+
+def test_unknown_config_name_lists_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="shipped configs: .*digits_mlp_l2"):
+        resolve_config_path("no_such_config")
+
+
+def test_schema_names_match_the_torch_registries():
+    from selfdistill.nn.data import DATASET_NAMES
+    from selfdistill.nn.losses import LOSS_NAMES as TORCH_LOSS_NAMES
+    from selfdistill.nn.models import MODEL_NAMES as TORCH_MODEL_NAMES
+
+    assert set(DATA_NAMES) == set(DATASET_NAMES)
+    assert set(MODEL_NAMES) == set(TORCH_MODEL_NAMES)
+    assert set(LOSS_NAMES) == set(TORCH_LOSS_NAMES)

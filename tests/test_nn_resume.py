@@ -1,0 +1,125 @@
+"""Kill a chain in the middle of a round, run the same command again: identical results and weights."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import selfdistill.nn.chain as chain_module
+from selfdistill.experiments.config import config_from_dict
+from selfdistill.experiments.train import run_experiment
+
+TINY = {
+    "name": "tiny_resume",
+    "data": {"name": "digits", "subset": 150},
+    "model": {"name": "mlp", "hidden_sizes": [32]},
+    "loss": {"name": "l2"},
+    "optimizer": {"name": "adam", "lr": 0.003, "batch_size": 32, "steps": 30},
+    "chain": {"rounds": 3, "seeds": 2},
+    "device": "cpu",
+    "logging": {"progress": False},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+def _read_rows(path):
+    with open(path / "rounds.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def _weights(path, seed, round_index):
+    return torch.load(chain_module.checkpoint_path(path, seed, round_index), weights_only=True)["state_dict"]
+
+
+def _kill_in_training_call(monkeypatch, call_to_kill: int, at_step: int = 10):
+    """Make the ``call_to_kill``-th training run of the chain raise at ``at_step`` (like a kill)."""
+    real_train = chain_module.train
+    calls = {"n": 0}
+
+    def train(*args, **kwargs):
+        index = calls["n"]
+        calls["n"] += 1
+        if index == call_to_kill:
+            user_hook = kwargs.get("on_step")
+
+            def on_step(step, loss):
+                if user_hook is not None:
+                    user_hook(step, loss)
+                if step == at_step:
+                    raise SimulatedKill(f"killed at step {step}")
+
+            kwargs["on_step"] = on_step
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "train", train)
+
+
+def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
+    config = config_from_dict(TINY)
+    reference = tmp_path / "reference"
+    run_experiment(config, reference, plots=False, verbose=False)
+
+    resumed = tmp_path / "resumed"
+    # training runs: seed 0 rounds 0,1,2 are calls 0,1,2; seed 1 round 2 is call 5
+    with monkeypatch.context() as patch:
+        _kill_in_training_call(patch, call_to_kill=5)
+        with pytest.raises(SimulatedKill):
+            run_experiment(config_from_dict(TINY), resumed, plots=False, verbose=False)
+    assert chain_module.checkpoint_path(resumed, 1, 1).is_file()
+    assert not chain_module.checkpoint_path(resumed, 1, 2).exists()
+    assert len(_read_rows(resumed)) == 5  # rounds.csv holds every finished round
+
+    # the same command again: only the unfinished round is trained
+    with monkeypatch.context() as patch:
+        real_train = chain_module.train
+        trained = []
+        patch.setattr(chain_module, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+        run_experiment(config_from_dict(TINY), resumed, plots=False, verbose=False)
+    assert len(trained) == 1
+
+    assert _read_rows(resumed) == _read_rows(reference)  # every metric column, bit for bit
+    for seed in (0, 1):
+        for t in range(3):
+            a, b = _weights(reference, seed, t), _weights(resumed, seed, t)
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_corrupted_checkpoint_is_recomputed_identically(tmp_path):
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=False)
+    before = _read_rows(tmp_path)
+    last = chain_module.checkpoint_path(tmp_path, 1, 2)
+    weights = _weights(tmp_path, 1, 2)
+    last.write_bytes(b"truncated")
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=False)
+    assert _read_rows(tmp_path) == before
+    after = _weights(tmp_path, 1, 2)
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+
+
+def test_refuses_to_resume_with_a_different_config_unless_overwrite(tmp_path):
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=False)
+    changed = {**TINY, "optimizer": {**TINY["optimizer"], "lr": 0.01}}
+    with pytest.raises(ValueError, match=r"--out .*different config(.|\n)*optimizer\.lr: 0\.003 .* 0\.01"):
+        run_experiment(config_from_dict(changed), tmp_path, plots=False, verbose=False)
+    # more rounds is an extension, not a different experiment: allowed, and the old rounds are reused
+    longer = {**TINY, "chain": {"rounds": 4, "seeds": [0]}}
+    summary = run_experiment(config_from_dict(longer), tmp_path, plots=False, verbose=False)
+    assert summary["rounds"] == [0, 1, 2, 3]
+    run_experiment(config_from_dict(changed), tmp_path, overwrite=True, plots=False, verbose=False)
+    assert not chain_module.checkpoint_path(tmp_path, 0, 3).exists()  # the old run was discarded
+    assert "lr: 0.01" in (tmp_path / "config.yaml").read_text()

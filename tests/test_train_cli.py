@@ -1,0 +1,167 @@
+"""`selfdistill train CONFIG --out DIR`: every CPU config end to end at a trivial budget, outputs, errors."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+import torch
+
+from selfdistill.experiments import train as train_cmd
+from selfdistill.nn.chain import ROUND_COLUMNS
+from selfdistill.nn.early_stopping import ES_COLUMNS
+
+TRIVIAL = [
+    "optimizer.steps=6",
+    "optimizer.eval_every=2",
+    "chain.rounds=2",
+    "chain.seeds=[0, 1]",
+    "data.subset=120",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    return train_cmd.main(parser.parse_args(argv))
+
+
+def _sets(values):
+    return [arg for value in values for arg in ("--set", value)]
+
+
+@pytest.mark.parametrize(
+    "name", ["digits_mlp_l2", "digits_mlp_hard", "digits_mlp_early_stopping", "mnist1d_cnn_l2"]
+)
+def test_cpu_config_runs_end_to_end(name, tmp_path, capsys):
+    out = tmp_path / name
+    assert _run([name, "--out", str(out), "--no-progress", *_sets(TRIVIAL)]) == 0
+    with open(out / "rounds.csv") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames[: len(ROUND_COLUMNS)]) == ROUND_COLUMNS
+        rows = list(reader)
+    assert len(rows) == 4 and {int(r["steps"]) for r in rows} == {6}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_round_by_val"]["round"] in (0, 1)
+    assert [e["round"] for e in summary["per_round"]] == [0, 1]
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed1" / "round1.pt").is_file()
+    assert summary["plots"] and all(p.endswith(".png") for p in summary["plots"])
+    printed = capsys.readouterr().out
+    assert "best round by validation accuracy" in printed and "±" in printed
+    if name == "digits_mlp_early_stopping":
+        with open(out / "early_stopping.csv") as handle:
+            reader = csv.DictReader(handle)
+            assert tuple(reader.fieldnames) == ES_COLUMNS
+            es = list(reader)
+        assert len(es) == 4
+        for row in es:
+            if row["round"] == "0":  # the round-0 trajectory stopped at its own final loss: the same model
+                assert row["es_reached"] == "True" and int(row["es_steps"]) == 6
+                assert float(row["es_test_acc"]) == float(row["sd_test_acc"])
+                assert float(row["es_train_loss"]) == float(row["sd_train_loss"])
+            elif row["es_reached"] == "True":
+                assert float(row["es_train_loss"]) <= float(row["sd_train_loss"])
+    else:
+        assert not (out / "early_stopping.csv").exists()
+
+
+def test_rerunning_the_same_command_resumes_without_training(tmp_path, capsys):
+    argv = ["digits_mlp_l2", "--out", str(tmp_path), "--no-progress", "--no-plots", *_sets(TRIVIAL)]
+    _run(argv)
+    first = (tmp_path / "rounds.csv").read_text()
+    _run(argv)
+    assert (tmp_path / "rounds.csv").read_text() == first
+    assert "resuming" in capsys.readouterr().err
+
+
+def test_user_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shipped configs"):
+        _run(["no_such_config", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        _run(["digits_mlp_l2", "--out", str(tmp_path), "--set", "optimizer.steps"])
+    with pytest.raises(ValueError, match=r"model 'mlp' does not accept \['depth'\]"):
+        _run(["digits_mlp_l2", "--out", str(tmp_path / "m"), "--set", "model.depth=3", "--no-progress"])
+    with pytest.raises(FileNotFoundError, match="cifar10"):
+        _run(
+            [
+                "cifar10_resnet50_l2",
+                "--out",
+                str(tmp_path / "c"),
+                "--data-root",
+                str(tmp_path / "none"),
+                "--set",
+                "device=cpu",
+            ]
+        )
+
+
+def test_the_project_cli_dispatches_train(tmp_path):
+    from selfdistill.cli import main
+
+    code = main(
+        [
+            "train",
+            "digits_mlp_l2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-plots",
+            *_sets(["optimizer.steps=3", "chain.rounds=1", "chain.seeds=1", "data.subset=60"]),
+        ]
+    )
+    assert code == 0 and (tmp_path / "rounds.csv").is_file()
+    assert (
+        main(["train", "digits_mlp_l2", "--out", str(tmp_path), "--set", "optimizer.lr=0.5"]) == 2
+    )  # refused
+
+
+def test_quick_neural_reproduction_writes_results_and_honest_findings(tmp_path, capsys):
+    from selfdistill.experiments.neural_reproduce import reproduce_neural
+
+    summary = reproduce_neural(tmp_path, quick=True)
+    assert (tmp_path / "rounds.csv").is_file() and (tmp_path / "summary.json").is_file()
+    assert [e["round"] for e in summary["per_round"]] == [0, 1, 2, 3]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["findings"] == summary["findings"] and len(summary["findings"]) >= 4
+    first = summary["per_round"][0]["train_acc_original_mean"]
+    assert f"{first:.4f} at round 0" in summary["findings"][0]  # computed from this run's numbers
+    assert "what this run shows" in capsys.readouterr().out
+
+
+def test_tensorboard_without_the_package_says_so_and_keeps_csv(tmp_path, capsys):
+    try:
+        import tensorboard  # noqa: F401
+
+        pytest.skip("tensorboard is installed here; the message is for its absence")
+    except ImportError:
+        pass
+    _run(
+        [
+            "digits_mlp_l2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-plots",
+            *_sets(
+                [
+                    "optimizer.steps=2",
+                    "chain.rounds=1",
+                    "chain.seeds=1",
+                    "data.subset=60",
+                    "logging.tensorboard=true",
+                ]
+            ),
+        ]
+    )
+    assert "pip install tensorboard" in capsys.readouterr().err
+    assert (tmp_path / "rounds.csv").is_file()
