@@ -13,6 +13,7 @@ from selfdistill.experiments.config import (
     config_differences,
     config_from_dict,
     load_config,
+    read_yaml,
     resolve_config_path,
     shipped_config_names,
 )
@@ -33,7 +34,13 @@ PAPER_CONFIGS = {
     "cifar10_resnet50_hard",
     "cifar10_resnet50_early_stopping",
 }
-CPU_CONFIGS = {"digits_mlp_l2", "digits_mlp_hard", "digits_mlp_early_stopping", "mnist1d_cnn_l2"}
+CPU_CONFIGS = {
+    "digits_mlp_l2",
+    "digits_mlp_hard",
+    "digits_mlp_early_stopping",
+    "digits_mlp_ptloss",
+    "mnist1d_cnn_l2",
+}
 
 
 def _with(section, **values):
@@ -118,6 +125,13 @@ def test_every_shipped_config_validates(tmp_path):
     names = set(shipped_config_names())
     assert PAPER_CONFIGS | CPU_CONFIGS <= names
     for name in names:
+        if "teacher" in yaml.safe_load(resolve_config_path(name).read_text()):
+            from selfdistill.experiments.distill import parse_config as parse_distill_config
+
+            with pytest.raises(ValueError, match="selfdistill distill"):  # the train CLI points to distill
+                load_config(name)
+            assert parse_distill_config(read_yaml(resolve_config_path(name)))["name"] == name
+            continue
         config = load_config(name)
         assert config.name == name
         assert resolve_config_path(f"{name}.yaml") == resolve_config_path(name)

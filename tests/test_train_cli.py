@@ -8,8 +8,10 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from selfdistill.experiments import train as train_cmd
+from selfdistill.experiments.config import resolve_config_path
 from selfdistill.nn.chain import ROUND_COLUMNS
 from selfdistill.nn.early_stopping import ES_COLUMNS
 
@@ -41,7 +43,8 @@ def _sets(values):
 
 
 @pytest.mark.parametrize(
-    "name", ["digits_mlp_l2", "digits_mlp_hard", "digits_mlp_early_stopping", "mnist1d_cnn_l2"]
+    "name",
+    ["digits_mlp_l2", "digits_mlp_hard", "digits_mlp_early_stopping", "digits_mlp_ptloss", "mnist1d_cnn_l2"],
 )
 def test_cpu_config_runs_end_to_end(name, tmp_path, capsys):
     out = tmp_path / name
@@ -165,3 +168,32 @@ def test_tensorboard_without_the_package_says_so_and_keeps_csv(tmp_path, capsys)
     )
     assert "pip install tensorboard" in capsys.readouterr().err
     assert (tmp_path / "rounds.csv").is_file()
+
+
+def _metric_rows(out) -> list[dict[str, float]]:
+    with open(out / "rounds.csv") as handle:
+        return [
+            {k: float(row[k]) for k in ("train_acc_original", "val_acc", "test_acc", "target_loss")}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def test_ptloss_chain_with_zero_epsilon_is_the_kl_chain_and_epsilon_changes_it(tmp_path):
+    """PTLoss as the loss of a chain (PTLoss issue, item 5): eps = 0 is KL(p_t || p_s), so the chain must
+    match the temperature-1 KL chain; a nonzero eps must change the training."""
+    common = ["--no-progress", "--no-plots", *_sets(TRIVIAL)]
+    zero = ["--set", "loss.epsilon=[0, 0, 0, 0, 0]"]
+    assert _run(["digits_mlp_ptloss", "--out", str(tmp_path / "pt0"), *common, *zero]) == 0
+    kl_config = yaml.safe_load(resolve_config_path("digits_mlp_ptloss").read_text())
+    kl_config["loss"] = {"name": "kl", "temperature": 1.0, "xi": 1.0}
+    (tmp_path / "kl.yaml").write_text(yaml.safe_dump(kl_config))
+    assert _run([str(tmp_path / "kl.yaml"), "--out", str(tmp_path / "kl"), *common]) == 0
+    assert _run(["digits_mlp_ptloss", "--out", str(tmp_path / "pt"), *common]) == 0
+    pt0, kl_rows, pt = (_metric_rows(tmp_path / n) for n in ("pt0", "kl", "pt"))
+    for a, b in zip(pt0, kl_rows, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
+    changed = [
+        a["target_loss"] != pytest.approx(b["target_loss"], rel=1e-3) for a, b in zip(pt, pt0, strict=True)
+    ]
+    assert any(changed)

@@ -325,6 +325,11 @@ def config_from_dict(raw: Any, source: str = "config") -> ExperimentConfig:
     """Validate a raw mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: the file must hold a mapping of sections; got {type(raw).__name__}")
+    if "teacher" in raw and "chain" not in raw:
+        raise ValueError(
+            f"{source}: this is a distillation config (it has a 'teacher' section); run it with "
+            "`selfdistill distill`, not `selfdistill train`"
+        )
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(TOP_LEVEL)}")

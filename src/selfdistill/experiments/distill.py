@@ -1,0 +1,591 @@
+"""Teacher -> student distillation with PTLoss and its baselines, from a YAML config.
+
+Steps (every result lands in --out; a run that is interrupted resumes where it stopped):
+  1. train the teacher on the labeled training split (or load it: teacher.checkpoint), save teacher.pt;
+  2. PTLoss perturbation search on the VALIDATION split: random candidate eps (candidate 0 = eps = 0), each
+     scored by the Brier score of its proxy teacher; no student is trained per candidate
+     (search.csv / search.json / search.png);
+  3. the same student, seeds and budget trained on the transfer set (the training inputs, labels unused) with:
+     KL at T = 1, temperature KD for each T of the grid (T^2 * KL of softened distributions), the
+     label-smoothed teacher ((1 - a) p_t + a / C, KL), PTLoss with a random eps (the first random
+     candidate) and PTLoss with the selected eps (runs.csv, one row per method and seed);
+  4. results.csv / results.json: mean and std over seeds of the student's validation and test accuracy;
+  5. optionally, students trained with PTLoss for a few candidates spread over the score range, and a plot
+     of the validation score against the student's test accuracy (candidates.csv / candidates.png).
+
+PTLoss is this project's definition (selfdistill.ptloss; Zhang et al. 2024, see shared/reference/ptloss.md).
+Shipped configs: distill_digits (CPU, about a minute), distill_cifar100 (GPU; needs --data-root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "name": "distill",
+    "data": {
+        "name": "digits",
+        "root": None,
+        "val_fraction": 0.2,
+        "label_noise": 0.0,
+        "seed": 0,
+        "subset": None,
+    },
+    "teacher": {
+        "model": {"name": "mlp"},
+        "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "steps": 1000},
+        "seed": 0,
+        "checkpoint": None,
+    },
+    "student": {
+        "model": {"name": "mlp", "hidden_sizes": [32]},
+        "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "steps": 1000},
+    },
+    "seeds": 3,
+    "methods": {
+        "kl": True,
+        "temperatures": [2.0, 4.0, 8.0],
+        "label_smoothing": [0.1],
+        "ptloss_random": True,
+        "ptloss_selected": True,
+    },
+    "ptloss": {"temperature": 1.0, "form": "full"},
+    "search": {
+        "M": 5,
+        "n_candidates": 200,
+        "scale": 0.25,
+        "distribution": "uniform",
+        "seed": 0,
+        "criterion": "brier",
+        "class_wise": True,
+    },
+    "candidate_students": 0,
+    "device": "cpu",
+}
+OPTIMIZER_KEYS = {
+    "name",
+    "lr",
+    "weight_decay",
+    "weight_decay_mode",
+    "momentum",
+    "batch_size",
+    "steps",
+    "epochs",
+}
+RUN_COLUMNS = ("method", "seed", "val_accuracy", "test_accuracy", "train_loss", "seconds")
+RESULT_COLUMNS = (
+    "method",
+    "description",
+    "n_seeds",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. distill_digits)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value with a dotted key, e.g. --set student.optimizer.steps=50 (repeatable)",
+    )
+    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the CIFAR files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard a previous run in --out instead of resuming it"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+
+
+def main(args: argparse.Namespace) -> int:
+    from selfdistill.experiments.config import apply_overrides, read_yaml, resolve_config_path
+
+    path = resolve_config_path(args.config)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    config = parse_config(apply_overrides(raw, args.overrides), source=str(path))
+    if args.data_root is not None:
+        config["data"]["root"] = str(args.data_root)
+    out = args.out if args.out is not None else Path("results") / config["name"]
+    summary = run_distillation(config, out, overwrite=args.overwrite, plots=not args.no_plots)
+    print(format_results(summary))
+    print(f"results written to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+def _merge(defaults: dict[str, Any], raw: dict[str, Any], where: str, free: frozenset[str]) -> dict[str, Any]:
+    out = copy.deepcopy(defaults)
+    for key, value in raw.items():
+        if key not in defaults and where not in free:
+            known = ", ".join(sorted(defaults))
+            raise ValueError(f"{where + '.' if where else ''}{key}: unknown key; known keys: {known}")
+        if key == "optimizer" and isinstance(value, dict):  # free keys, checked against OPTIMIZER_KEYS
+            out[key] = {**defaults[key], **copy.deepcopy(value)}
+            if "epochs" in value and "steps" not in value:
+                out[key].pop("steps", None)  # an epoch budget replaces the default step budget
+        elif isinstance(defaults.get(key), dict) and key != "model":
+            if not isinstance(value, dict):
+                raise ValueError(f"{where + '.' if where else ''}{key}: expected a mapping, got {value!r}")
+            out[key] = _merge(defaults[key], value, f"{where}.{key}" if where else key, free)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Defaults merged with ``raw``, validated (unknown keys, ranges); raises ValueError naming the key."""
+    if isinstance(raw, dict) and "chain" in raw and "teacher" not in raw:
+        raise ValueError(
+            f"{source}: this is a self-distillation chain config (it has a 'chain' section); run it with "
+            "`selfdistill train`, not `selfdistill distill`"
+        )
+    try:
+        config = _merge(DEFAULTS, raw, "", frozenset())
+        for part in ("teacher", "student"):
+            model = config[part]["model"]
+            if not isinstance(model, dict) or "name" not in model:
+                raise ValueError(f"{part}.model: expected a mapping with a 'name' (e.g. {{name: mlp}})")
+            unknown = set(config[part]["optimizer"]) - OPTIMIZER_KEYS
+            if unknown:
+                raise ValueError(
+                    f"{part}.optimizer: unknown keys {sorted(unknown)}; known: {sorted(OPTIMIZER_KEYS)}"
+                )
+        seeds = config["seeds"]
+        if isinstance(seeds, int):
+            if seeds < 1:
+                raise ValueError(f"seeds: expected a positive count or a list of seeds, got {seeds}")
+            config["seeds"] = list(range(seeds))
+        elif not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+            raise ValueError(f"seeds: expected a positive count or a list of integer seeds, got {seeds!r}")
+        methods = config["methods"]
+        for key in ("temperatures", "label_smoothing"):
+            values = methods[key] or []
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"methods.{key}: expected a list of numbers, got {values!r}")
+            methods[key] = [float(v) for v in values]
+        if any(not (t > 0 and math.isfinite(t)) for t in methods["temperatures"]):
+            raise ValueError(f"methods.temperatures: every T must be positive, got {methods['temperatures']}")
+        if any(not 0 <= a < 1 for a in methods["label_smoothing"]):
+            raise ValueError(
+                f"methods.label_smoothing: every a must be in [0, 1), got {methods['label_smoothing']}"
+            )
+        search = config["search"]
+        if not (isinstance(search["n_candidates"], int) and search["n_candidates"] >= 2):
+            raise ValueError("search.n_candidates: need at least 2 (eps = 0 and one random candidate)")
+        if not (isinstance(config["candidate_students"], int) and config["candidate_students"] >= 0):
+            raise ValueError(
+                f"candidate_students: expected a count >= 0, got {config['candidate_students']!r}"
+            )
+        if config["candidate_students"] > search["n_candidates"]:
+            raise ValueError("candidate_students: cannot exceed search.n_candidates")
+        if config["device"] not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: expected auto, cpu or cuda, got {config['device']!r}")
+        if not any(
+            [methods["kl"], methods["temperatures"], methods["label_smoothing"]]
+            + [methods["ptloss_random"], methods["ptloss_selected"]]
+        ):
+            raise ValueError("methods: every method is switched off; nothing to train")
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return config
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _train_spec(options: dict[str, Any]):
+    from selfdistill.nn.training import TrainSpec
+
+    return TrainSpec(
+        optimizer=options["name"],
+        lr=float(options["lr"]),
+        weight_decay=float(options.get("weight_decay", 0.0)),
+        weight_decay_mode=options.get("weight_decay_mode", "l2"),
+        momentum=float(options.get("momentum", 0.9)),
+        batch_size=int(options["batch_size"]),
+        steps=options.get("steps") if options.get("epochs") is None else None,
+        epochs=options.get("epochs"),
+    )
+
+
+def _model_factory(model_options: dict[str, Any], data: Any):
+    from selfdistill.nn.models import build_model
+
+    kwargs = {k: v for k, v in model_options.items() if k != "name"}
+
+    def factory():
+        return build_model(model_options["name"], data.num_classes, data.input_shape, **kwargs)
+
+    return factory
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no CUDA device is available (use device: cpu or auto)")
+    return torch.device(name)
+
+
+def _method_table(config: dict[str, Any], search: Any, num_classes: int) -> list[dict[str, Any]]:
+    """(name, description, loss module, smoothing) for every method switched on."""
+    from selfdistill.nn.losses import ProbabilityTargetPTLoss, TemperatureKLLoss
+    from selfdistill.ptloss import PTLoss
+
+    methods = config["methods"]
+    pt_options = config["ptloss"]
+    table = []
+    if methods["kl"]:
+        table.append({"method": "kl", "description": "KL(p_t || p_s), T = 1", "loss": TemperatureKLLoss(1.0)})
+    for t in methods["temperatures"]:
+        table.append(
+            {
+                "method": f"kd_T{t:g}",
+                "description": f"T^2 KL, softened, T = {t:g}",
+                "loss": TemperatureKLLoss(t),
+            }
+        )
+    for a in methods["label_smoothing"]:
+        table.append(
+            {
+                "method": f"ls_{a:g}",
+                "description": f"KL to (1 - {a:g}) p_t + {a:g} / C",
+                "loss": TemperatureKLLoss(1.0),
+                "smoothing": a,
+            }
+        )
+    for key, index in (("ptloss_random", 1), ("ptloss_selected", search.best_index)):
+        if methods[key]:
+            eps = search.epsilons[index]
+            loss = PTLoss(
+                eps[0] if eps.shape[0] == 1 else eps, pt_options["temperature"], form=pt_options["form"]
+            )
+            what = (
+                "random eps (candidate 1)" if key == "ptloss_random" else f"selected eps (candidate {index})"
+            )
+            table.append(
+                {"method": key, "description": f"PTLoss, {what}", "loss": ProbabilityTargetPTLoss(loss)}
+            )
+    return table
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+
+
+def run_distillation(
+    config: dict[str, Any],
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    plots: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the whole workflow of the module docstring; returns the summary (results.json)."""
+    import torch
+
+    from selfdistill.nn.chain import derive_seed, fresh_model
+    from selfdistill.nn.checkpoint import (
+        atomic_write_csv,
+        atomic_write_json,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from selfdistill.nn.data import load_data
+    from selfdistill.nn.losses import SoftCrossEntropyLoss
+    from selfdistill.nn.training import accuracy, predict_logits, train
+    from selfdistill.ptloss import select_perturbation
+
+    out = Path(out)
+    log = print if verbose else (lambda *a, **k: None)
+    snapshot_path = out / "config.json"
+    previous = None
+    if snapshot_path.is_file() and not overwrite:
+        import json
+
+        previous = json.loads(snapshot_path.read_text())
+        if previous != _jsonable(config):
+            raise ValueError(
+                f"{out} holds a run with a different config; pass --overwrite to discard it or choose "
+                "another --out"
+            )
+    if overwrite:
+        for name in ("runs.json", "teacher.pt", "candidates.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(snapshot_path, _jsonable(config))
+    device = _device(config["device"])
+    d = config["data"]
+    data = load_data(
+        d["name"],
+        root=d["root"],
+        val_fraction=d["val_fraction"],
+        label_noise=d["label_noise"],
+        seed=d["seed"],
+        subset=d["subset"],
+    )
+    if data.num_val == 0:
+        raise ValueError("data.val_fraction: the perturbation search needs a labeled validation split (> 0)")
+
+    # 1. teacher
+    teacher_factory = _model_factory(config["teacher"]["model"], data)
+    teacher_path = (
+        Path(config["teacher"]["checkpoint"]) if config["teacher"]["checkpoint"] else out / "teacher.pt"
+    )
+    payload = load_checkpoint(teacher_path)
+    teacher = fresh_model(teacher_factory, derive_seed(config["teacher"]["seed"], 0, "init"))
+    if payload is not None:
+        teacher.load_state_dict(payload["model"])
+        log(f"teacher loaded from {teacher_path}")
+    elif config["teacher"]["checkpoint"]:
+        raise FileNotFoundError(f"teacher.checkpoint: cannot read {teacher_path}")
+    else:
+        start = time.perf_counter()
+        onehot = torch.nn.functional.one_hot(data.y_train, data.num_classes).float()
+        generator = torch.Generator().manual_seed(derive_seed(config["teacher"]["seed"], 0, "data"))
+        train(
+            teacher,
+            data.x_train,
+            onehot,
+            SoftCrossEntropyLoss(),
+            _train_spec(config["teacher"]["optimizer"]),
+            generator=generator,
+            device=device,
+            augment=data.augment,
+        )
+        save_checkpoint(teacher_path, {"model": teacher.state_dict()})
+        log(f"teacher trained in {time.perf_counter() - start:.1f} s")
+    teacher.requires_grad_(False)
+    teacher.eval()
+    logits = {
+        split: predict_logits(teacher, getattr(data, f"x_{split}"), device=device)
+        for split in ("train", "val", "test")
+    }
+    teacher_metrics = {
+        f"{split}_accuracy": accuracy(logits[split], getattr(data, f"y_{split}"))
+        for split in ("train", "val", "test")
+    }
+    log(
+        f"teacher accuracy: val {teacher_metrics['val_accuracy']:.4f}, "
+        f"test {teacher_metrics['test_accuracy']:.4f}"
+    )
+    transfer_probs = torch.softmax(logits["train"].double(), -1).float()
+
+    # 2. perturbation search on the labeled validation split
+    s = config["search"]
+    search = select_perturbation(
+        torch.softmax(logits["val"].double(), -1),
+        data.y_val,
+        s["M"],
+        s["n_candidates"],
+        scale=s["scale"],
+        distribution=s["distribution"],
+        seed=s["seed"],
+        criterion=s["criterion"],
+        class_wise=s["class_wise"],
+    )
+    search.to_csv(out / "search.csv")
+    search.to_json(out / "search.json")
+    if plots:
+        search.plot(path=out / "search.png")
+    log(str(search))
+
+    # 3. students
+    student_factory = _model_factory(config["student"]["model"], data)
+    student_spec = _train_spec(config["student"]["optimizer"])
+    methods = _method_table(config, search, data.num_classes)
+
+    def train_student(loss_fn: Any, targets: Any, seed: int) -> dict[str, float]:
+        student = fresh_model(student_factory, derive_seed(seed, 1, "init"))
+        generator = torch.Generator().manual_seed(derive_seed(seed, 1, "data"))
+        result = train(
+            student,
+            data.x_train,
+            targets,
+            loss_fn,
+            student_spec,
+            generator=generator,
+            device=device,
+            augment=data.augment,
+        )
+        return {
+            "val_accuracy": accuracy(predict_logits(student, data.x_val, device=device), data.y_val),
+            "test_accuracy": accuracy(predict_logits(student, data.x_test, device=device), data.y_test),
+            "train_loss": result.last_batch_loss,
+            "seconds": result.seconds,
+        }
+
+    runs_path = out / "runs.json"
+    runs: list[dict[str, Any]] = (load_json(runs_path) or []) if not overwrite else []
+    done = {(r["method"], r["seed"]) for r in runs}
+    for spec in methods:
+        targets = transfer_probs
+        if "smoothing" in spec:
+            targets = (1 - spec["smoothing"]) * transfer_probs + spec["smoothing"] / data.num_classes
+        for seed in config["seeds"]:
+            if (spec["method"], seed) in done:
+                continue
+            row = {"method": spec["method"], "seed": seed, **train_student(spec["loss"], targets, seed)}
+            runs.append(row)
+            atomic_write_json(runs_path, runs)  # finished work is never lost
+            log(f"  {spec['method']:>16} seed {seed}: test accuracy {row['test_accuracy']:.4f}")
+    atomic_write_csv(out / "runs.csv", runs, RUN_COLUMNS)
+
+    # 4. results table
+    table = []
+    for spec in methods:
+        rows = [r for r in runs if r["method"] == spec["method"] and r["seed"] in config["seeds"]]
+        test_mean, test_std = _mean_std([r["test_accuracy"] for r in rows])
+        val_mean, val_std = _mean_std([r["val_accuracy"] for r in rows])
+        table.append(
+            {
+                "method": spec["method"],
+                "description": spec["description"],
+                "n_seeds": len(rows),
+                "test_accuracy_mean": test_mean,
+                "test_accuracy_std": test_std,
+                "val_accuracy_mean": val_mean,
+                "val_accuracy_std": val_std,
+            }
+        )
+    atomic_write_csv(out / "results.csv", table, RESULT_COLUMNS)
+
+    # 5. validation score vs student accuracy across candidates
+    candidates = _candidate_students(config, search, train_student, transfer_probs, out, plots)
+    summary = {
+        "name": config["name"],
+        "teacher": teacher_metrics,
+        "search": {
+            "criterion": search.criterion,
+            "best_index": search.best_index,
+            "best_score": search.best_score,
+            "baseline_score": search.baseline_score,
+            "best_epsilon": search.best_epsilon.tolist(),
+        },
+        "results": table,
+        "candidate_students": candidates,
+        "seeds": config["seeds"],
+    }
+    atomic_write_json(out / "results.json", summary)
+    return summary
+
+
+def _candidate_students(
+    config: dict[str, Any], search: Any, train_student: Any, transfer_probs: Any, out: Path, plots: bool
+) -> list[dict[str, Any]]:
+    """Students trained with PTLoss for candidates spread over the score range (first seed only)."""
+    import numpy as np
+
+    from selfdistill.nn.checkpoint import atomic_write_csv, atomic_write_json
+    from selfdistill.nn.losses import ProbabilityTargetPTLoss
+    from selfdistill.ptloss import PTLoss
+
+    count = config["candidate_students"]
+    if count == 0:
+        return []
+    order = np.argsort(search.scores, kind="stable")
+    spread = {int(order[int(round(q))]) for q in np.linspace(0, len(order) - 1, count)}
+    picks = sorted(spread | ({0} if search.baseline_score is not None else set()))  # eps = 0 as a reference
+    path = out / "candidates.json"
+    rows: list[dict[str, Any]] = load_json(path) or []
+    done = {r["candidate"] for r in rows}
+    seed = config["seeds"][0]
+    for index in picks:
+        if index in done:
+            continue
+        eps = search.epsilons[index]
+        loss = PTLoss(
+            eps[0] if eps.shape[0] == 1 else eps,
+            config["ptloss"]["temperature"],
+            form=config["ptloss"]["form"],
+        )
+        metrics = train_student(ProbabilityTargetPTLoss(loss), transfer_probs, seed)
+        rows.append({"candidate": index, "score": float(search.scores[index]), "seed": seed, **metrics})
+        atomic_write_json(path, rows)
+    rows.sort(key=lambda r: r["score"])
+    atomic_write_csv(
+        out / "candidates.csv",
+        rows,
+        ("candidate", "score", "seed", "val_accuracy", "test_accuracy", "train_loss", "seconds"),
+    )
+    if plots:
+        _plot_candidates(rows, search, out / "candidates.png")
+    return rows
+
+
+def _plot_candidates(rows: list[dict[str, Any]], search: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.scatter([r["score"] for r in rows], [r["test_accuracy"] for r in rows], color="tab:blue")
+    for r in rows:
+        marker = (
+            " (eps=0)"
+            if r["candidate"] == 0
+            else (" (selected)" if r["candidate"] == search.best_index else "")
+        )
+        ax.annotate(f"{r['candidate']}{marker}", (r["score"], r["test_accuracy"]), fontsize=7)
+    ax.set_xlabel(f"proxy-teacher {search.criterion} on the validation split (lower is better)")
+    ax.set_ylabel("student test accuracy (PTLoss)")
+    ax.set_title("Validation score vs student accuracy across eps candidates")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def load_json(path: Path) -> Any:
+    """The JSON content of ``path``, or None when it is absent or unreadable (then recomputed)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _jsonable(config: dict[str, Any]) -> Any:
+    import json
+
+    return json.loads(json.dumps(config))
+
+
+def format_results(summary: dict[str, Any]) -> str:
+    """The results table as text (mean +- std over seeds)."""
+    teacher = summary["teacher"]
+    lines = [
+        f"{summary['name']}: teacher test accuracy {teacher['test_accuracy']:.4f} "
+        f"(val {teacher['val_accuracy']:.4f}); selected eps = candidate {summary['search']['best_index']}",
+        f"  {'method':>16} {'seeds':>5} {'test accuracy':>18} {'val accuracy':>18}  description",
+    ]
+    for row in summary["results"]:
+        lines.append(
+            f"  {row['method']:>16} {row['n_seeds']:>5} {row['test_accuracy_mean']:.4f} +- "
+            f"{row['test_accuracy_std']:.4f}   {row['val_accuracy_mean']:.4f} +- "
+            f"{row['val_accuracy_std']:.4f}"
+            f"  {row['description']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""PTLoss (Zhang et al., KDD 2024): the perturbed KL loss, its proxy teacher, and the perturbation search.
+
+    from selfdistill.ptloss import PTLoss, proxy_teacher, select_perturbation
+    loss_fn = PTLoss(epsilon, temperature=1.0, reduction="batchmean")   # epsilon: (C, M) or (M,)
+    loss = loss_fn(student_logits, teacher_logits)                      # (N, C) each
+    q = proxy_teacher(teacher_probs, epsilon)                           # (N, C) -> (N, C)
+    result = select_perturbation(teacher_probs_val, labels_val, M=5, n_candidates=200)
+
+The definitions are this project's (``shared/reference/ptloss.md``): see :mod:`selfdistill.ptloss.loss`.
+"""
+
+from selfdistill.ptloss.loss import PTLoss, as_epsilon, pt_loss
+from selfdistill.ptloss.proxy import ProxySolveInfo, convexity_margin, proxy_teacher
+from selfdistill.ptloss.search import PerturbationSearchResult, sample_candidates, select_perturbation
+
+__all__ = [
+    "PTLoss",
+    "PerturbationSearchResult",
+    "ProxySolveInfo",
+    "as_epsilon",
+    "convexity_margin",
+    "proxy_teacher",
+    "pt_loss",
+    "sample_candidates",
+    "select_perturbation",
+]

@@ -1,0 +1,194 @@
+"""PTLoss value, gradient and numerical safety, checked against independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfdistill.ptloss import PTLoss, pt_loss
+
+
+def _logits(n: int, c: int, scale: float = 1.0, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(n, c, generator=torch.Generator().manual_seed(seed), dtype=dtype) * scale
+
+
+def _eps(c: int, m: int, scale: float = 0.3, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
+    return (torch.rand(c, m, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 - 1) * scale
+
+
+def _kl_batchmean(s: torch.Tensor, t: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return F.kl_div(
+        F.log_softmax(s / temperature, -1),
+        F.log_softmax(t / temperature, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_epsilon_is_exactly_kl_batchmean(dtype):
+    s, t = _logits(16, 7, 2.0, 0, dtype), _logits(16, 7, 2.0, 1, dtype)
+    loss = PTLoss(torch.zeros(7, 4, dtype=dtype))(s, t)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    assert loss.dtype == dtype
+    assert torch.allclose(loss, _kl_batchmean(s, t), rtol=tol, atol=tol)
+
+
+def test_temperature_uses_softened_distributions_and_t_squared():
+    s, t = _logits(10, 5, 3.0, 2), _logits(10, 5, 3.0, 3)
+    for temperature in (0.5, 2.0, 4.0):
+        loss = PTLoss(torch.zeros(3), temperature=temperature)(s, t)
+        expected = temperature**2 * _kl_batchmean(s, t, temperature)
+        assert torch.allclose(loss, expected, rtol=1e-12, atol=1e-14)
+
+
+def _series_value(s: np.ndarray, t: np.ndarray, eps: np.ndarray, n_terms: int = 4000) -> np.ndarray:
+    """Independent evaluation of L_PT per example from the perturbed Maclaurin series (float64)."""
+    ps = np.exp(s - s.max(1, keepdims=True))
+    ps /= ps.sum(1, keepdims=True)
+    pt = np.exp(t - t.max(1, keepdims=True))
+    pt /= pt.sum(1, keepdims=True)
+    u = 1.0 - ps
+    m_count = eps.shape[1]
+    total = np.zeros_like(u)
+    power = np.ones_like(u)
+    for m in range(1, n_terms + 1):
+        power = power * u
+        coefficient = 1.0 / m + (eps[:, m - 1] if m <= m_count else 0.0)
+        total += coefficient * power
+    return (pt * np.log(pt)).sum(1) + (pt * total).sum(1)
+
+
+def test_value_matches_independent_series_evaluation():
+    # p_s not too small (>= ~0.05 here) so that the series converges within the summed terms
+    s, t = _logits(12, 6, 0.5, 4), _logits(12, 6, 1.5, 5)
+    eps = _eps(6, 5, 0.4, 6)
+    assert float(torch.softmax(s, -1).min()) > 0.03
+    per_example = PTLoss(eps, reduction="none")(s, t)
+    expected = _series_value(s.numpy(), t.numpy(), eps.numpy())
+    np.testing.assert_allclose(per_example.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_truncated_form_matches_hand_formula():
+    s, t, eps = _logits(9, 4, 1.0, 7), _logits(9, 4, 1.0, 8), _eps(4, 3, 0.2, 9)
+    ps, pt = torch.softmax(s, -1), torch.softmax(t, -1)
+    u = 1 - ps
+    expected = (pt * torch.log(pt)).sum(-1)
+    for m in range(1, 4):
+        expected = expected + (pt * (1.0 / m + eps[:, m - 1]) * u**m).sum(-1)
+    got = pt_loss(s, t, eps, form="truncated", reduction="none")
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14)
+    # the truncated series is not the KL: with eps = 0 the two forms differ
+    full0 = pt_loss(s, t, torch.zeros(4, 3), reduction="none")
+    trunc0 = pt_loss(s, t, torch.zeros(4, 3), form="truncated", reduction="none")
+    assert (full0 - trunc0).abs().max() > 1e-3
+
+
+def test_reductions_are_consistent():
+    s, t, eps = _logits(11, 5, 1.0, 10), _logits(11, 5, 1.0, 11), _eps(5, 3)
+    none = PTLoss(eps, reduction="none")(s, t)
+    assert none.shape == (11,)
+    assert torch.allclose(PTLoss(eps, reduction="sum")(s, t), none.sum())
+    assert torch.allclose(PTLoss(eps, reduction="batchmean")(s, t), none.sum() / 11)
+
+
+def test_vector_epsilon_broadcasts_over_classes():
+    s, t = _logits(8, 6, 1.0, 12), _logits(8, 6, 1.0, 13)
+    vec = torch.tensor([0.2, -0.1, 0.05], dtype=torch.float64)
+    assert torch.allclose(PTLoss(vec)(s, t), PTLoss(vec.expand(6, 3).clone())(s, t), rtol=1e-14)
+
+
+def _closed_form_gradient(s, t, eps, temperature):
+    """Spec: dL/dz = T * W (p_s - q) per example; g, q, W written out by hand; batchmean divides by N."""
+    ps, pt = torch.softmax(s / temperature, -1), torch.softmax(t / temperature, -1)
+    u = 1 - ps
+    g = torch.zeros_like(u)
+    for m in range(1, eps.shape[1] + 1):
+        g = g + m * eps[:, m - 1] * u ** (m - 1)
+    weight = (pt * (1 + ps * g)).sum(-1, keepdim=True)
+    q = pt * (1 + ps * g) / weight
+    return temperature * weight * (ps - q) / s.shape[0]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_gradient_matches_closed_form(temperature):
+    s, t, eps = _logits(7, 5, 1.5, 14), _logits(7, 5, 1.5, 15), _eps(5, 5, 0.5, 16)
+    s.requires_grad_(True)
+    PTLoss(eps, temperature=temperature)(s, t).backward()
+    expected = _closed_form_gradient(s.detach(), t, eps, temperature)
+    assert torch.allclose(s.grad, expected, rtol=1e-11, atol=1e-13)
+
+
+def test_gradcheck_finite_differences():
+    s, t, eps = _logits(4, 5, 1.0, 17), _logits(4, 5, 1.0, 18), _eps(5, 4, 0.5, 19)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    for form in ("full", "truncated"):
+        for temperature in (1.0, 3.0):
+            assert torch.autograd.gradcheck(
+                lambda a, b, f=form, tt=temperature: pt_loss(
+                    a, b, eps, temperature=tt, form=f, reduction="none"
+                ),
+                (s, t),
+            )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("magnitude", [50.0, 200.0])
+def test_saturated_logits_give_finite_values_and_gradients(dtype, magnitude):
+    # one-hot-like teacher and student in both directions: p_s near 0 and near 1
+    s = torch.tensor(
+        [[magnitude, 0.0, -magnitude], [-magnitude, magnitude, 0.0], [0.0, 0.0, 0.0]], dtype=dtype
+    )
+    t = torch.tensor(
+        [[magnitude, -magnitude, 0.0], [magnitude, -magnitude, 0.0], [-magnitude, 0.0, magnitude]]
+    )
+    t = t.to(dtype)
+    eps = _eps(3, 5, 1.0, 20, dtype)
+    for form in ("full", "truncated"):
+        student = s.clone().requires_grad_(True)
+        loss = PTLoss(eps, form=form)(student, t)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    # eps = 0 still equals the exact KL (which is huge here, ~ 2 * magnitude): no truncation, no overflow
+    zero = PTLoss(torch.zeros(5, dtype=dtype))(s, t)
+    assert torch.allclose(zero, _kl_batchmean(s, t), rtol=1e-5)
+    assert float(zero) > magnitude / 2
+
+
+def test_module_stores_epsilon_as_buffer_and_follows_dtype():
+    eps = _eps(4, 3).float()
+    module = PTLoss(eps, temperature=2.0)
+    assert "epsilon" in module.state_dict()
+    module = module.double()
+    assert module.epsilon.dtype == torch.float64
+    assert module.num_orders == 3
+    assert "temperature=2.0" in repr(module)
+
+
+def test_bad_input_raises_clear_errors():
+    s, t = _logits(4, 5), _logits(4, 5)
+    with pytest.raises(ValueError, match="epsilon has 3 rows but the distributions have 5 classes"):
+        PTLoss(torch.zeros(3, 2))(s, t)
+    with pytest.raises(ValueError, match="same shape"):
+        PTLoss(torch.zeros(2))(s, _logits(4, 6))
+    bad = s.clone()
+    bad[1, 2] = math.nan
+    with pytest.raises(ValueError, match="student_logits contains NaN"):
+        PTLoss(torch.zeros(2))(bad, t)
+    with pytest.raises(ValueError, match="teacher_logits contains NaN"):
+        PTLoss(torch.zeros(2))(t, bad)
+    with pytest.raises(ValueError, match="reduction"):
+        PTLoss(torch.zeros(2), reduction="mean")
+    with pytest.raises(ValueError, match="temperature"):
+        PTLoss(torch.zeros(2), temperature=0.0)
+    with pytest.raises(ValueError, match="epsilon must have shape"):
+        PTLoss(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="epsilon contains NaN"):
+        PTLoss(torch.tensor([0.1, math.nan]))
+    with pytest.raises(ValueError, match=r"student_logits must have shape \(N, C\)"):
+        PTLoss(torch.zeros(2))(s[0], t[0])
