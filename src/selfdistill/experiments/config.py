@@ -46,6 +46,7 @@ among the configs shipped in ``selfdistill/configs``.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import types
@@ -450,3 +451,26 @@ def config_differences(
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"{key}: {a.get(key, '<absent>')!r} in the folder, {b.get(key, '<absent>')!r} now")
     return lines
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, example: str, set_example: str) -> None:
+    """The arguments every config-driven command shares (``selfdistill train`` and ``selfdistill distill``):
+    CONFIG, --out, --set KEY=VALUE overrides, --data-root, --overwrite/--force, --no-plots."""
+    parser.add_argument("config", help=f"a YAML file, or the name of a shipped config (e.g. {example})")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value with a dotted key, e.g. --set {set_example} (repeatable)",
+    )
+    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the CIFAR files")
+    parser.add_argument(
+        "--overwrite",
+        "--force",
+        action="store_true",
+        help="discard a previous run in --out (even with a different config) instead of resuming it",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots")

@@ -90,21 +90,9 @@ RESULT_COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. distill_digits)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<name>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value with a dotted key, e.g. --set student.optimizer.steps=50 (repeatable)",
-    )
-    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the CIFAR files")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="discard a previous run in --out instead of resuming it"
-    )
-    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+    from selfdistill.experiments.config import add_run_arguments
+
+    add_run_arguments(parser, example="distill_digits", set_example="student.optimizer.steps=50")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 from selfdistill.experiments.config import (
     ExperimentConfig,
+    add_run_arguments,
     config_differences,
     config_from_dict,
     load_config,
@@ -35,25 +36,8 @@ RUN_DIRS = ("checkpoints", "tensorboard")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML file, or the name of a shipped config (e.g. digits_mlp_l2)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<name>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value with a dotted key, e.g. --set optimizer.steps=50 (repeatable)",
-    )
-    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the CIFAR files")
-    parser.add_argument(
-        "--overwrite",
-        "--force",
-        action="store_true",
-        help="discard a previous run in --out (even with a different config) instead of resuming it",
-    )
+    add_run_arguments(parser, example="digits_mlp_l2", set_example="optimizer.steps=50")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
 
 
 def main(args: argparse.Namespace) -> int:
