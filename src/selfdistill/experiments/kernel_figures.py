@@ -12,6 +12,7 @@ NumPy only (matplotlib for the plots); seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from selfdistill.atomic import atomic_write_text
 from selfdistill.kernel import ChainResult, Spectrum, kernel_matrix, self_distill, spline_green
 
 #: the 11 labels of Section 4 (noisy sin(2 pi x) at x = 0, 0.1, ..., 1), as published with a public
@@ -108,12 +110,11 @@ def run_variant(name: str, description: str, x: np.ndarray, y: np.ndarray, epsil
 
 def _write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> Path:
     """Atomic CSV write of equal-length numeric columns (full precision)."""
-    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.StringIO()
     np.savetxt(
-        tmp, np.column_stack(columns), delimiter=",", header=",".join(header), comments="", fmt="%.17g"
+        buffer, np.column_stack(columns), delimiter=",", header=",".join(header), comments="", fmt="%.17g"
     )
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
@@ -297,8 +298,6 @@ def reproduce_section4(
             + ("no violated bound" if not violations else f"{len(violations)} VIOLATED bound(s)")
             + (f", t_low = {run.report.t_low:.2g} (vacuous)" if run.report.t_low < 1 else "")
         )
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, out_dir / "summary.json")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     print("\n".join(lines))
     return summary

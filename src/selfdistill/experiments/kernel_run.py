@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from selfdistill.atomic import atomic_write_csv, atomic_write_text
 
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
 
@@ -196,12 +197,6 @@ def load_data(
 # ---- outputs ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _test_rows(est, X_test: np.ndarray, y_test: np.ndarray) -> list[dict[str, float]]:
     y_flat = y_test.reshape(len(y_test), -1)
     denom = np.sum((y_flat - y_flat.mean(axis=0)) ** 2)
@@ -265,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
         if report is not None:
             theory_text = str(report)
             report.to_json(out / "theory.json")
-        _atomic_write_text(out / "theory.txt", theory_text + "\n")
+        atomic_write_text(out / "theory.txt", theory_text + "\n")
         bar.update()
         plots = []
         if not args.no_plots and result.n_rounds > 0:
@@ -278,12 +273,8 @@ def main(args: argparse.Namespace) -> int:
         result.to_json(out / "result.json", include_eigenvectors=save_vectors)
         result.to_csv(out / "rounds.csv")
         if test_rows is not None:
-            with open(out / "test_rounds.csv.tmp", "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=["round", "test_mse", "test_r2"])
-                writer.writeheader()
-                writer.writerows(test_rows)
-            os.replace(out / "test_rounds.csv.tmp", out / "test_rounds.csv")
-        _atomic_write_text(
+            atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
+        atomic_write_text(
             out / "run.json",
             json.dumps(
                 {"argv": sys.argv[1:], "K": K, "epsilon_used": np.ravel(est.epsilon_).tolist(),

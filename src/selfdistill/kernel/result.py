@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from selfdistill.atomic import atomic_write_text
+
 _FORMAT = "selfdistill.kernel.ChainResult"
 _VERSION = 1
 
@@ -328,12 +330,7 @@ class ChainResult:
     def to_json(self, path: str | os.PathLike, include_eigenvectors: bool = True) -> Path:
         """Write plain JSON (atomically: temp file then os.replace). Eigenvectors are K^2 numbers; leave
         them out (include_eigenvectors=False) to save space, at the cost of predict()."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(include_eigenvectors), fh, allow_nan=False)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(include_eigenvectors), allow_nan=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChainResult:
@@ -374,9 +371,8 @@ class ChainResult:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """The per-round table as CSV (atomic write)."""
         import csv
+        import io
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         rows = self.table()
         fields = [
             "round",
@@ -387,17 +383,16 @@ class ChainResult:
             "fit_residual",
             "effective_basis",
         ]
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                cells = {
-                    k: " ".join(f"{v:.17g}" for v in row[k]) if isinstance(row[k], list) else row[k]
-                    for k in fields
-                }
-                writer.writerow(cells)
-        os.replace(tmp, path)
-        return path
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            cells = {
+                k: " ".join(f"{v:.17g}" for v in row[k]) if isinstance(row[k], list) else row[k]
+                for k in fields
+            }
+            writer.writerow(cells)
+        return atomic_write_text(path, buffer.getvalue())
 
     # ---- plots (matplotlib imported lazily; Figure objects need no GUI backend) -------------------
     def plot_c(self, ax: Any = None) -> Any:

@@ -19,10 +19,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from selfdistill.atomic import atomic_write_text
 
 #: relative tolerance used to decide whether an observed value violates a bound.
 RTOL = 1e-9
@@ -459,10 +460,7 @@ class TheoryReport:
         """JSON text (strict: no NaN); written atomically to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text + "\n")
-            os.replace(tmp, path)
+            atomic_write_text(path, text + "\n")
         return text
 
     def __str__(self) -> str:

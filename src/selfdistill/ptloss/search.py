@@ -19,8 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfdistill.atomic import atomic_write_text
 from selfdistill.ptloss.loss import as_epsilon
 from selfdistill.ptloss.proxy import (
     check_probabilities,
@@ -64,21 +63,6 @@ COLUMN_HELP = {
     "n_nonconvex": "examples where the proxy problem is not convex at the solution",
     "n_boundary": "examples whose proxy teacher sits on the simplex boundary",
 }
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -144,7 +128,7 @@ class PerturbationSearchResult:
 
     def to_json(self, path: str | Path, include_epsilons: bool = True) -> Path:
         path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(include_epsilons), indent=2))
+        atomic_write_text(path, json.dumps(self.to_dict(include_epsilons), indent=2))
         return path
 
     def to_csv(self, path: str | Path) -> Path:
@@ -155,7 +139,7 @@ class PerturbationSearchResult:
             lines.append(
                 ",".join(repr(row[key]) if isinstance(row[key], float) else str(row[key]) for key in COLUMNS)
             )
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
         return path
 
     @staticmethod
