@@ -62,7 +62,7 @@ def _rows(path):
 def test_two_gloo_processes_match_one_process(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    command = ["-m", "selfdistill.experiments.train", str(config), "--no-plots"]
+    command = ["-m", "selfdistill", "train", str(config), "--no-plots"]  # as the README documents
     _run([*command, "--out", str(tmp_path / "one")], tmp_path)
     _run(
         [
