@@ -93,7 +93,10 @@ def test_changed_config_in_same_folder_is_refused(finished_run, capsys):
         ({"seeds": 0}, "seeds"),
         ({"methods": {"temperatures": [0.0]}}, "methods.temperatures"),
         ({"search": {"n_candidates": 1}}, "search.n_candidates"),
-        ({"student": {"optimizer": {"learning_rate": 0.1}}}, "student.optimizer: unknown keys"),
+        (
+            {"student": {"optimizer": {"learning_rate": 0.1}}},
+            "student.optimizer: unknown key .learning_rate.; allowed keys: name, lr",
+        ),
         ({"candidate_students": 300}, "candidate_students"),
         ({"device": "tpu"}, "device"),
     ],

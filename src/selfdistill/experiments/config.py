@@ -148,6 +148,22 @@ class OptimizerConfig:
         if self.name == "sgd" and self.weight_decay_mode == "decoupled":
             raise ValueError(f"{where}.weight_decay_mode: decoupled is supported with adam (AdamW) only")
 
+    def to_train_spec(self):
+        """The :class:`selfdistill.nn.training.TrainSpec` of this section (imports torch)."""
+        from selfdistill.nn.training import TrainSpec
+
+        return TrainSpec(
+            optimizer=self.name,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            weight_decay_mode=self.weight_decay_mode,
+            momentum=self.momentum,
+            batch_size=self.batch_size,
+            steps=self.steps,
+            epochs=self.epochs,
+            check_every=self.eval_every,
+        )
+
 
 @dataclass
 class ChainConfig:
@@ -278,6 +294,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, dict):
             return dict(value)
     raise ValueError(f"{key} must be {_type_name(hint)}; got {value!r}")
+
+
+def optimizer_config(raw: Any, where: str = "optimizer") -> OptimizerConfig:
+    """Validate an optimizer section (the same schema wherever a config trains a model)."""
+    return _section(OptimizerConfig, raw, where)
 
 
 def _section(cls: type, raw: Any, where: str, free_kwargs: bool = False) -> Any:

@@ -26,6 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selfdistill.experiments.config import (
+    add_run_arguments,
+    apply_overrides,
+    optimizer_config,
+    read_yaml,
+    resolve_config_path,
+)
+
 DEFAULTS: dict[str, Any] = {
     "name": "distill",
     "data": {
@@ -67,16 +75,6 @@ DEFAULTS: dict[str, Any] = {
     "candidate_students": 0,
     "device": "cpu",
 }
-OPTIMIZER_KEYS = {
-    "name",
-    "lr",
-    "weight_decay",
-    "weight_decay_mode",
-    "momentum",
-    "batch_size",
-    "steps",
-    "epochs",
-}
 RUN_COLUMNS = ("method", "seed", "val_accuracy", "test_accuracy", "train_loss", "seconds")
 RESULT_COLUMNS = (
     "method",
@@ -90,13 +88,10 @@ RESULT_COLUMNS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from selfdistill.experiments.config import add_run_arguments
-
     add_run_arguments(parser, example="distill_digits", set_example="student.optimizer.steps=50")
 
 
 def main(args: argparse.Namespace) -> int:
-    from selfdistill.experiments.config import apply_overrides, read_yaml, resolve_config_path
 
     path = resolve_config_path(args.config)
     raw = read_yaml(path)
@@ -121,7 +116,7 @@ def _merge(defaults: dict[str, Any], raw: dict[str, Any], where: str, free: froz
         if key not in defaults and where not in free:
             known = ", ".join(sorted(defaults))
             raise ValueError(f"{where + '.' if where else ''}{key}: unknown key; known keys: {known}")
-        if key == "optimizer" and isinstance(value, dict):  # free keys, checked against OPTIMIZER_KEYS
+        if key == "optimizer" and isinstance(value, dict):  # free keys, checked by optimizer_config
             out[key] = {**defaults[key], **copy.deepcopy(value)}
             if "epochs" in value and "steps" not in value:
                 out[key].pop("steps", None)  # an epoch budget replaces the default step budget
@@ -147,11 +142,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
             model = config[part]["model"]
             if not isinstance(model, dict) or "name" not in model:
                 raise ValueError(f"{part}.model: expected a mapping with a 'name' (e.g. {{name: mlp}})")
-            unknown = set(config[part]["optimizer"]) - OPTIMIZER_KEYS
-            if unknown:
-                raise ValueError(
-                    f"{part}.optimizer: unknown keys {sorted(unknown)}; known: {sorted(OPTIMIZER_KEYS)}"
-                )
+            optimizer_config(config[part]["optimizer"], f"{part}.optimizer")  # same schema as train
         seeds = config["seeds"]
         if isinstance(seeds, int):
             if seeds < 1:
@@ -195,19 +186,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- building
 
 
-def _train_spec(options: dict[str, Any]):
-    from selfdistill.nn.training import TrainSpec
-
-    return TrainSpec(
-        optimizer=options["name"],
-        lr=float(options["lr"]),
-        weight_decay=float(options.get("weight_decay", 0.0)),
-        weight_decay_mode=options.get("weight_decay_mode", "l2"),
-        momentum=float(options.get("momentum", 0.9)),
-        batch_size=int(options["batch_size"]),
-        steps=options.get("steps") if options.get("epochs") is None else None,
-        epochs=options.get("epochs"),
-    )
+def _train_spec(options: dict[str, Any], where: str):
+    return optimizer_config(options, where).to_train_spec()
 
 
 def _model_factory(model_options: dict[str, Any], data: Any):
@@ -358,7 +338,7 @@ def run_distillation(
             data.x_train,
             onehot,
             SoftCrossEntropyLoss(),
-            _train_spec(config["teacher"]["optimizer"]),
+            _train_spec(config["teacher"]["optimizer"], "teacher.optimizer"),
             generator=generator,
             device=device,
             augment=data.augment,
@@ -402,7 +382,7 @@ def run_distillation(
 
     # 3. students
     student_factory = _model_factory(config["student"]["model"], data)
-    student_spec = _train_spec(config["student"]["optimizer"])
+    student_spec = _train_spec(config["student"]["optimizer"], "student.optimizer")
     methods = _method_table(config, search, data.num_classes)
 
     def train_student(loss_fn: Any, targets: Any, seed: int) -> dict[str, float]:

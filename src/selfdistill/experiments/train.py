@@ -149,7 +149,6 @@ def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str,
     from selfdistill.nn.data import load_data
     from selfdistill.nn.losses import build_loss
     from selfdistill.nn.models import build_model
-    from selfdistill.nn.training import TrainSpec
 
     data = load_data(
         config.data.name,
@@ -176,18 +175,7 @@ def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str,
         raise ValueError(
             f"loss: {config.loss.name!r} rejected its arguments {config.loss.kwargs}: {err}"
         ) from err
-    opt = config.optimizer
-    train_spec = TrainSpec(
-        optimizer=opt.name,
-        lr=opt.lr,
-        weight_decay=opt.weight_decay,
-        weight_decay_mode=opt.weight_decay_mode,
-        momentum=opt.momentum,
-        batch_size=opt.batch_size,
-        steps=opt.steps,
-        epochs=opt.epochs,
-        check_every=opt.eval_every,
-    )
+    train_spec = config.optimizer.to_train_spec()
     spec = ChainSpec(
         rounds=config.chain.rounds, seeds=tuple(config.chain.seed_list), train=train_spec, xi=config.loss.xi
     )
