@@ -122,3 +122,85 @@ def test_help_lists_the_options(run_cli, capsys):
         "--out",
     ):
         assert flag in text
+
+
+# ---- review fixes ----------------------------------------------------------------------------------------
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("selfdistill kernel: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_csv_bad_cells_name_file_row_and_column(tmp_path, run_cli, capsys):
+    out = tmp_path / "o"
+    bad = tmp_path / "nan.csv"
+    bad.write_text("x,y\n0.1,1\n0.2,nan\n0.3,2\n")
+    assert run_cli("--data", bad, "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert "nan.csv: the labels (y) contain 1 NaN" in err and "row(s) 1 " in err
+    bad.write_text("x,y\ninf,1\n0.2,3\n0.3,2\n")
+    assert run_cli("--data", bad, "--out", out) == 2
+    assert "the features (X) contain 1 NaN, empty or infinite" in _one_error_line(capsys)
+    bad.write_text("x,y\n0.1,1\n0.2,NA\n0.3,2\n")
+    assert run_cli("--data", bad, "--out", out) == 2
+    assert "line 3, column 'y': non-numeric value 'NA'" in _one_error_line(capsys)
+    assert not out.exists()  # nothing written for a failed run
+
+
+def test_npz_shape_mismatches_and_npz_test_file(tmp_path, run_cli, capsys):
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(size=(10, 1)), rng.normal(size=10)
+    cases = {
+        "X has 10 rows but y has 9": dict(X=X, y=y[:-1]),
+        "test features have shape (5, 2) but the training features have 1 column": dict(
+            X=X, y=y, X_test=rng.uniform(size=(5, 2)), y_test=np.zeros(5)
+        ),
+        "X_test has 5 rows but y_test has 4": dict(X=X, y=y, X_test=X[:5], y_test=np.zeros(4)),
+        "X_test is given without y_test": dict(X=X, y=y, X_test=X[:5]),
+        "the test labels (y_test) contain 1 NaN": dict(X=X, y=y, X_test=X[:2], y_test=np.r_[0.0, np.nan]),
+        "X must be 2-D": dict(X=X[:, :, None], y=y),
+    }
+    for expected, arrays in cases.items():
+        np.savez(tmp_path / "d.npz", **arrays)
+        assert run_cli("--data", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
+        assert expected in _one_error_line(capsys)
+    np.savetxt(tmp_path / "t.csv", np.column_stack([X, y]), delimiter=",")
+    assert run_cli("--data", tmp_path / "t.csv", "--test", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
+    assert "expected a CSV file" in _one_error_line(capsys)
+
+
+def test_collapse_at_round_zero_is_an_error_naming_epsilon(tmp_path, run_cli, capsys):
+    x, y = _data()
+    data = tmp_path / "t.csv"
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",")
+    energy = np.mean(y**2)
+    assert run_cli("--data", data, "--epsilon", 5, "--out", tmp_path / "o") == 2
+    err = _one_error_line(capsys)
+    assert "--epsilon 5 (absolute) collapses the chain at round 0" in err
+    assert f"use --epsilon < {energy:.6g}" in err
+    assert run_cli("--data", data, "--epsilon", 1, "--epsilon-mode", "relative", "--out", tmp_path / "o") == 2
+    assert "use --epsilon < 1" in _one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_warnings_are_one_line_and_test_r2_is_a_plain_number(tmp_path, run_cli, capsys):
+    x, y = _data(seed=1)
+    xt = np.linspace(0, 1, 30)
+    yt = np.sin(2 * np.pi * xt)
+    np.savez(tmp_path / "d.npz", X=x[:, None], y=y, X_test=xt[:, None], y_test=yt)
+    out = tmp_path / "o"
+    rc = run_cli("--data", tmp_path / "d.npz", "--gamma", 5, "--epsilon", 0.2, "--epsilon-mode", "relative",
+                 "--max-rounds", 1, "--out", out, "--no-plots")  # fmt: skip
+    assert rc == 0
+    warning = "selfdistill kernel: warning: stopped after max_rounds=1 rounds without collapse"
+    assert capsys.readouterr().err.strip() == warning + "; raise max_rounds or epsilon"
+    gram = kernel_matrix(x[:, None], kernel="rbf", gamma=5.0)
+    pred = self_distill(gram, y, 0.2 * np.mean(y**2), n_rounds=1).predict(
+        kernel_matrix(xt[:, None], x[:, None], kernel="rbf", gamma=5.0)
+    )
+    with open(out / "test_rounds.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    r2 = 1.0 - np.sum((pred - yt) ** 2) / np.sum((yt - yt.mean()) ** 2)
+    assert float(row["test_r2"]) == pytest.approx(r2, rel=1e-10)

@@ -426,3 +426,44 @@ def test_interior_spline_variant_matches_reference_numbers():
     mse = [np.mean((p - np.sin(2 * np.pi * xt)) ** 2) for p in result.staged_predict(k_test)]
     np.testing.assert_allclose(mse[:5], [0.138, 0.096, 0.068, 0.063, 0.087], atol=1.5e-3)
     assert mse[-1] == pytest.approx(0.50, abs=0.005) and int(np.argmin(mse)) == 3
+
+
+# ---- review fixes ----------------------------------------------------------------------------------------
+
+
+def test_train_mse_needs_no_eigenvectors(tmp_path):
+    """After a reload without eigenvectors the table still shows the fit to y_0 (V is orthogonal, so
+    ||V z_{t+1} - y_0|| = ||z_{t+1} - z_0||); golden values from an explicit solve per round."""
+    gram, y, _ = _rbf_problem()
+    result = self_distill(gram, y, 0.05)
+    assert result.n_rounds >= 2
+    result.to_json(tmp_path / "r.json", include_eigenvectors=False)
+    reloaded = ChainResult.from_json(tmp_path / "r.json")
+    K = len(y)
+    G = gram / K
+    labels, expected = y, []
+    for c in result.c:
+        labels = G @ np.linalg.solve(c * np.eye(K) + G, labels)  # (17) at the training points
+        expected.append(np.mean((labels - y) ** 2))
+    np.testing.assert_allclose(reloaded.train_mse, expected, rtol=1e-9)
+    assert "nan" not in str(reloaded)
+
+
+def test_infeasible_message_explains_numerically_singular_rbf():
+    x = np.linspace(0, 1, 40)[:, None]
+    y = np.sin(2 * np.pi * x[:, 0]) + 0.3 * np.random.default_rng(0).normal(size=40)
+    gram = kernel_matrix(x, kernel="rbf", gamma=1.0)  # positive definite, but rank ~10 in floating point
+    result = self_distill(gram, y, 0.02)  # the labels' part in the 30 round-off directions: mean square 0.029
+    assert result.status == "infeasible"
+    assert "numerically singular" in result.message and "larger gamma" in result.message
+    assert "epsilon >" in result.message
+
+
+def test_plot_c_draws_one_line_per_distinct_c():
+    gram, y, _ = _rbf_problem()
+    Y = np.column_stack([y, 0.5 * y + 0.1])
+    shared = self_distill(gram, Y, 0.05)
+    assert len(shared.plot_c().axes[0].get_lines()) == 1  # one shared c, not one copy per output
+    per = self_distill(gram, Y, 0.05, per_output_c=True)
+    labels = [line.get_label() for line in per.plot_c().axes[0].get_lines()]
+    assert labels == ["output 0", "output 1"]

@@ -187,3 +187,58 @@ def test_check_estimator_precomputed_with_documented_expected_failures():
     assert not failed
     xfailed = {r["check_name"] for r in results if r["status"] == "xfail"}
     assert xfailed == set(EXPECTED_FAILED_CHECKS_PRECOMPUTED)
+
+
+# ---- review fixes ----------------------------------------------------------------------------------------
+
+
+def test_nan_inf_and_length_errors_are_one_line_and_name_the_array():
+    X, y, X_test = _data()
+    X_nan = X.copy()
+    X_nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\) \(rows 3") as info:
+        KernelSelfDistillation().fit(X_nan, y)
+    assert "\n" not in str(info.value)
+    y_inf = y.copy()
+    y_inf[[2, 7]] = np.inf
+    with pytest.raises(ValueError, match=r"^y contains 2 NaN or infinite value\(s\) \(rows 2, 7"):
+        KernelSelfDistillation().fit(X, y_inf)
+    with pytest.raises(ValueError, match="X has 25 rows but y has 24"):
+        KernelSelfDistillation().fit(X, y[:-1])
+    est = KernelSelfDistillation(epsilon=0.05, n_rounds=2).fit(X, y)
+    X_test = X_test.copy()
+    X_test[0, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"^X contains 1 NaN") as info:
+        est.predict(X_test)
+    assert "\n" not in str(info.value)
+
+
+def test_precomputed_predict_shape_error_explains_the_test_matrix():
+    x = np.linspace(0, 1, 11)
+    est = KernelSelfDistillation(kernel="precomputed", epsilon=0.05).fit(
+        spline_green(x[:, None], x[None, :]), PAPER_LABELS
+    )
+    with pytest.raises(ValueError, match=r"raw test-by-train matrix .* shape \(n_test, 11\)"):
+        est.predict(spline_green(x[:, None], x[None, :5]))
+
+
+def test_gamma_must_be_positive_for_distance_kernels():
+    X, y, _ = _data()
+    for kernel in ("rbf", "laplacian"):
+        with pytest.raises(ValueError, match=f"gamma=-1.0 must be > 0 for kernel='{kernel}'"):
+            KernelSelfDistillation(kernel=kernel, gamma=-1.0).fit(X, y)
+
+
+def test_fixed_c_with_n_rounds_and_no_epsilon_fits_exactly_n_rounds():
+    """alpha + n_rounds, epsilon=None: n_rounds plain KernelRidge refits; the default epsilon must not stop
+    the chain early (here it would: alpha is large, the labels shrink below 10% of mean(y^2) at round 1)."""
+    x = np.linspace(0.05, 0.95, 15)[:, None]
+    y = np.sin(2 * np.pi * x[:, 0])
+    est = KernelSelfDistillation(kernel="spline", alpha=0.5, n_rounds=3).fit(x, y)
+    assert est.n_rounds_ == 3 and est.epsilon_ is None and est.result_.status == "completed"
+    gram = spline_green(x, x.T)
+    labels = y
+    for t in range(3):
+        ridge = KernelRidge(alpha=0.5, kernel="precomputed").fit(gram, labels)
+        np.testing.assert_allclose(est.predict(x, round=t), ridge.predict(gram), rtol=1e-8, atol=1e-12)
+        labels = ridge.predict(gram)

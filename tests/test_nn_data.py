@@ -75,6 +75,8 @@ def test_label_noise_only_on_train_exact_count_and_always_a_different_class():
 def test_add_symmetric_label_noise_rejects_bad_fraction():
     with pytest.raises(ValueError, match="label_noise"):
         add_symmetric_label_noise(np.zeros(5, dtype=np.int64), 3, 1.5, 0)
+    with pytest.raises(ValueError, match=r"label_noise must be in \[0, 1\)"):  # 1: every label is wrong
+        add_symmetric_label_noise(np.zeros(5, dtype=np.int64), 3, 1.0, 0)
 
 
 def test_subset_takes_the_first_training_examples():
@@ -88,6 +90,7 @@ def test_subset_takes_the_first_training_examples():
     ({"name": "mnist"}, "unknown data set name 'mnist'.*digits.*mnist1d.*cifar10.*cifar100"),
     ({"name": "digits", "val_fraction": 1.0}, "val_fraction"),
     ({"name": "digits", "label_noise": -0.1}, "label_noise"),
+    ({"name": "digits", "label_noise": 1.0}, r"label_noise must be in \[0, 1\)"),
     ({"name": "digits", "subset": 0}, "subset"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, match):
@@ -257,8 +260,9 @@ def test_cifar_missing_folder_says_what_to_put_where(tmp_path):
     expected = "cifar-100-python.*train, test, meta.*cifar-100-python.tar.gz"
     with pytest.raises(FileNotFoundError, match=expected):
         load_data("cifar100", root=tmp_path)
-    with pytest.raises(FileNotFoundError, match="pass root="):
+    with pytest.raises(FileNotFoundError, match="pass root=") as info:
         load_data("cifar10")
+    assert "--data-root" in str(info.value) and "data.root" in str(info.value)  # what a CLI user sets
 
 
 def test_cifar_missing_single_file_is_named(tmp_path):

@@ -192,3 +192,22 @@ def test_bad_input_raises_clear_errors():
         PTLoss(torch.tensor([0.1, math.nan]))
     with pytest.raises(ValueError, match=r"student_logits must have shape \(N, C\)"):
         PTLoss(torch.zeros(2))(s[0], t[0])
+
+
+def test_non_numeric_epsilon_is_a_clear_value_error():
+    for bad in ("abc", [0.1, "nan"], [[0.1], [0.1, 0.2]], None):  # YAML 'nan' is a string; ragged rows
+        with pytest.raises(ValueError, match=r"epsilon must be numbers: an \(M,\) list, or C lists of M"):
+            PTLoss(bad)
+
+
+def test_numpy_and_zero_dim_tensor_temperatures_are_numbers():
+    s, t, eps = _logits(6, 4), _logits(6, 4, seed=3), _eps(4, 3)
+    expected = PTLoss(eps, 2.0)(s, t)
+    for temperature in (np.float32(2.0), np.float64(2.0), np.int64(2), torch.tensor(2.0)):
+        module = PTLoss(eps, temperature)
+        assert isinstance(module.temperature, float)
+        assert torch.equal(module(s, t), expected)
+        assert torch.equal(pt_loss(s, t, eps, temperature=temperature), expected)
+    for bad in (True, "2", torch.tensor([2.0, 3.0]), math.inf):
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            PTLoss(eps, bad)

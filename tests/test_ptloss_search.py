@@ -113,3 +113,20 @@ def test_bad_input_raises_clear_errors(overconfident):
         select_perturbation(teacher, labels, M=0)
     with pytest.raises(ValueError, match="distribution"):
         select_perturbation(teacher, labels, distribution="cauchy")
+
+
+def test_numpy_integers_count_as_integers(overconfident):
+    teacher, labels = overconfident
+    plain = select_perturbation(teacher[:50], labels[:50], M=2, n_candidates=4, scale=0.25)
+    numpy = select_perturbation(
+        teacher[:50], labels[:50], M=np.int64(2), n_candidates=np.int32(4), scale=np.float32(0.25)
+    )
+    assert torch.equal(plain.epsilons, numpy.epsilons) and plain.best_index == numpy.best_index
+    with pytest.raises(ValueError, match="n_candidates must be a positive integer"):
+        sample_candidates(3, 2, True)  # a bool is not a count
+
+
+def test_repr_is_one_short_line(result):
+    text = repr(result)
+    assert "\n" not in text and len(text) < 200
+    assert f"best_index={result.best_index}" in text and "n_candidates=30" in text

@@ -8,7 +8,7 @@ Schema (every key optional except ``name``, ``data.name``, ``model.name``, ``los
       name: digits                       # digits | mnist1d | cifar10 | cifar100
       root: null                         # folder holding the CIFAR files (or --data-root)
       val_fraction: 0.1                  # held out of the TRAINING pool; model selection uses it only
-      label_noise: 0.0                   # symmetric noise on the training labels, in [0, 1]
+      label_noise: 0.0                   # symmetric noise on the training labels, in [0, 1)
       subset: null                       # keep the first N training examples
       seed: 0                            # split and label-noise seed (fixed across chain seeds)
       verify_checksums: true             # CIFAR MD5 check (torchvision)
@@ -89,7 +89,7 @@ class DataConfig:
     def validate(self, where: str) -> None:
         _choice(f"{where}.name", self.name, DATA_NAMES)
         _range(f"{where}.val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
-        _range(f"{where}.label_noise", self.label_noise, 0.0, 1.0)
+        _range(f"{where}.label_noise", self.label_noise, 0.0, 1.0, hi_open=True)  # 1: no label is right
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"{where}.subset must be a positive integer or null; got {self.subset}")
 
@@ -347,7 +347,7 @@ def config_from_dict(raw: Any, source: str = "config") -> ExperimentConfig:
     """Validate a raw mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: the file must hold a mapping of sections; got {type(raw).__name__}")
-    if "teacher" in raw and "chain" not in raw:
+    if "teacher" in raw:  # (also when --set added a chain section to a distillation config)
         raise ValueError(
             f"{source}: this is a distillation config (it has a 'teacher' section); run it with "
             "`selfdistill distill`, not `selfdistill train`"
@@ -472,6 +472,23 @@ def config_differences(
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"{key}: {a.get(key, '<absent>')!r} in the folder, {b.get(key, '<absent>')!r} now")
     return lines
+
+
+def check_out_is_folder(out: Path) -> None:
+    """Refuse an --out that exists as a file (every process of a run checks this before any work)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder (it is created if needed)")
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the output folder, or raise a ValueError saying why --out cannot be used."""
+    check_out_is_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(
+            f"--out {out}: cannot create the output folder ({err}); choose a writable folder"
+        ) from None
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, example: str, set_example: str) -> None:

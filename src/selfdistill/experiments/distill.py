@@ -29,7 +29,10 @@ from typing import Any
 from selfdistill.experiments.config import (
     add_run_arguments,
     apply_overrides,
+    check_out_is_folder,
+    config_differences,
     optimizer_config,
+    prepare_out_dir,
     read_yaml,
     resolve_config_path,
 )
@@ -131,7 +134,7 @@ def _merge(defaults: dict[str, Any], raw: dict[str, Any], where: str, free: froz
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Defaults merged with ``raw``, validated (unknown keys, ranges); raises ValueError naming the key."""
-    if isinstance(raw, dict) and "chain" in raw and "teacher" not in raw:
+    if isinstance(raw, dict) and "chain" in raw:  # (also when --set added a teacher section to it)
         raise ValueError(
             f"{source}: this is a self-distillation chain config (it has a 'chain' section); run it with "
             "`selfdistill train`, not `selfdistill distill`"
@@ -148,8 +151,15 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
             if seeds < 1:
                 raise ValueError(f"seeds: expected a positive count or a list of seeds, got {seeds}")
             config["seeds"] = list(range(seeds))
-        elif not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-            raise ValueError(f"seeds: expected a positive count or a list of integer seeds, got {seeds!r}")
+        elif not (
+            isinstance(seeds, list)
+            and seeds
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            and len(set(seeds)) == len(seeds)
+        ):
+            raise ValueError(
+                f"seeds: expected a positive count or a list of distinct integer seeds >= 0, got {seeds!r}"
+            )
         methods = config["methods"]
         for key in ("temperatures", "label_smoothing"):
             values = methods[key] or []
@@ -163,6 +173,10 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
                 f"methods.label_smoothing: every a must be in [0, 1), got {methods['label_smoothing']}"
             )
         search = config["search"]
+        if not isinstance(search["class_wise"], bool):
+            raise ValueError(f"search.class_wise: expected true or false, got {search['class_wise']!r}")
+        if isinstance(search["seed"], bool) or not isinstance(search["seed"], int):
+            raise ValueError(f"search.seed: expected an integer, got {search['seed']!r}")
         if not (isinstance(search["n_candidates"], int) and search["n_candidates"] >= 2):
             raise ValueError("search.n_candidates: need at least 2 (eps = 0 and one random candidate)")
         if not (isinstance(config["candidate_students"], int) and config["candidate_students"] >= 0):
@@ -263,6 +277,44 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
+def check_before_training(config: dict[str, Any], data: Any) -> None:
+    """Build every model and loss the run will use once and draw the search candidates, so that a bad
+    setting (model arguments, search or ptloss options) fails with its section named before any training."""
+    import torch
+
+    from selfdistill.nn.losses import ProbabilityTargetPTLoss, check_loss_fits
+    from selfdistill.ptloss import PTLoss, sample_candidates
+    from selfdistill.ptloss.search import CRITERIA
+
+    for part in ("teacher", "student"):
+        try:
+            with torch.random.fork_rng(devices=[]):  # leaves the caller's random state alone
+                _model_factory(config[part]["model"], data)()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{part}.model {config[part]['model']}: {err}") from None
+    s = config["search"]
+    try:
+        if s["criterion"] not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {s['criterion']!r}")
+        candidates = sample_candidates(
+            data.num_classes,
+            s["M"],
+            2,
+            scale=s["scale"],
+            distribution=s["distribution"],
+            seed=s["seed"],
+            class_wise=s["class_wise"],
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"search: {err}") from None
+    options = config["ptloss"]
+    try:
+        loss = PTLoss(candidates[1], options["temperature"], form=options["form"])
+        check_loss_fits(ProbabilityTargetPTLoss(loss), data.num_classes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"ptloss: {err}") from None
+
+
 def run_distillation(
     config: dict[str, Any],
     out: str | Path,
@@ -289,46 +341,60 @@ def run_distillation(
     out = Path(out)
     log = print if verbose else (lambda *a, **k: None)
     snapshot_path = out / "config.json"
-    previous = None
-    if snapshot_path.is_file() and not overwrite:
-        import json
-
-        previous = json.loads(snapshot_path.read_text())
-        if previous != _jsonable(config):
+    check_out_is_folder(out)
+    previous = load_json(snapshot_path) if not overwrite else None
+    if previous is not None:
+        differences = config_differences(previous, _jsonable(config), ignore=("name", "data.root"))
+        if differences:
             raise ValueError(
-                f"{out} holds a run with a different config; pass --overwrite to discard it or choose "
-                "another --out"
+                f"--out {out} holds a run with a different config, so it cannot be resumed:\n  "
+                + "\n  ".join(differences)
+                + "\nuse another --out, or --overwrite (alias --force) to discard the old run"
             )
+    device = _device(config["device"])
+    d = config["data"]
+    try:
+        data = load_data(
+            d["name"],
+            root=d["root"],
+            val_fraction=d["val_fraction"],
+            label_noise=d["label_noise"],
+            seed=d["seed"],
+            subset=d["subset"],
+        )
+    except ValueError as err:
+        raise ValueError(f"data: {err}") from None
+    if data.num_val == 0:
+        raise ValueError("data.val_fraction: the perturbation search needs a labeled validation split (> 0)")
+    check_before_training(config, data)  # every setting is validated before the teacher trains
+
+    # 1. teacher (a given checkpoint is checked before anything is written to --out)
+    teacher_factory = _model_factory(config["teacher"]["model"], data)
+    given = bool(config["teacher"]["checkpoint"])
+    teacher_path = Path(config["teacher"]["checkpoint"]) if given else out / "teacher.pt"
+    payload = load_checkpoint(teacher_path) if given or not overwrite else None
+    teacher = fresh_model(teacher_factory, derive_seed(config["teacher"]["seed"], 0, "init"))
+    if payload is not None:
+        try:
+            teacher.load_state_dict(payload["model"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(
+                f"teacher.checkpoint: {teacher_path} does not hold weights for teacher.model "
+                f"{config['teacher']['model']} ({str(err).splitlines()[0]}); point it at a teacher.pt "
+                "written by `selfdistill distill` with the same teacher.model"
+            ) from None
+    elif given:
+        raise FileNotFoundError(
+            f"teacher.checkpoint: cannot read {teacher_path} (missing, or not a teacher.pt written by "
+            "`selfdistill distill`)"
+        )
+    prepare_out_dir(out)
     if overwrite:
         for name in ("runs.json", "teacher.pt", "candidates.json"):
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(snapshot_path, _jsonable(config))
-    device = _device(config["device"])
-    d = config["data"]
-    data = load_data(
-        d["name"],
-        root=d["root"],
-        val_fraction=d["val_fraction"],
-        label_noise=d["label_noise"],
-        seed=d["seed"],
-        subset=d["subset"],
-    )
-    if data.num_val == 0:
-        raise ValueError("data.val_fraction: the perturbation search needs a labeled validation split (> 0)")
-
-    # 1. teacher
-    teacher_factory = _model_factory(config["teacher"]["model"], data)
-    teacher_path = (
-        Path(config["teacher"]["checkpoint"]) if config["teacher"]["checkpoint"] else out / "teacher.pt"
-    )
-    payload = load_checkpoint(teacher_path)
-    teacher = fresh_model(teacher_factory, derive_seed(config["teacher"]["seed"], 0, "init"))
     if payload is not None:
-        teacher.load_state_dict(payload["model"])
         log(f"teacher loaded from {teacher_path}")
-    elif config["teacher"]["checkpoint"]:
-        raise FileNotFoundError(f"teacher.checkpoint: cannot read {teacher_path}")
     else:
         start = time.perf_counter()
         onehot = torch.nn.functional.one_hot(data.y_train, data.num_classes).float()

@@ -20,12 +20,14 @@ import argparse
 import csv
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from selfdistill.atomic import atomic_write_csv, atomic_write_text
 
+CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
 
 
@@ -73,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alpha",
         type=float,
         default=None,
-        help="fixed-c mode: every round is KernelRidge(alpha) (c = alpha / K); epsilon only detects collapse",
+        help="fixed-c mode: every round is KernelRidge(alpha) (c = alpha / K); with --rounds and no "
+        "--epsilon exactly that many rounds, otherwise epsilon (default 0.1 relative) only detects collapse",
     )
     chain.add_argument(
         "--per-output-c", action="store_true", help="multi-output: one c per output (default: one shared c)"
@@ -97,8 +100,16 @@ def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
     """(header or None, float array of shape (n_rows, n_cols)). Empty cells become NaN (and are rejected)."""
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+    if path.suffix.lower() not in CSV_SUFFIXES:
+        raise ValueError(
+            f"{path}: expected a CSV file (.csv or .txt), got {path.suffix!r}; an NPZ test set goes into the "
+            "--data file as arrays X_test, y_test"
+        )
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text CSV file; save it as plain-text CSV") from None
     if not rows:
         raise ValueError(f"{path}: the CSV file is empty")
 
@@ -115,14 +126,18 @@ def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
     widths = {len(row) for row in rows}
     if len(widths) != 1:
         raise ValueError(f"{path}: rows have different numbers of columns ({sorted(widths)})")
-    try:
-        values = np.array(
-            [[float(cell) if cell.strip() else np.nan for cell in row] for row in rows], dtype=float
-        )
-    except ValueError as err:
-        raise ValueError(
-            f"{path}: non-numeric value in the data ({err}); only numeric columns are supported"
-        ) from None
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            if not numeric(cell):
+                line = i + 1 + (header is not None)
+                column = f"{header[j]!r}" if header is not None else str(j)
+                raise ValueError(
+                    f"{path}, line {line}, column {column}: non-numeric value {cell.strip()!r}; only numeric "
+                    "columns are supported (encode categories as numbers, or drop the column)"
+                )
+    values = np.array(
+        [[float(cell) if cell.strip() else np.nan for cell in row] for row in rows], dtype=float
+    )
     if values.size == 0:
         raise ValueError(f"{path}: no data rows")
     return header, values
@@ -185,13 +200,64 @@ def load_data(
         X = X[:, None] if X.ndim == 1 else X
         if X_test is not None and X_test.ndim == 1:
             X_test = X_test[:, None]
-    elif path.suffix.lower() in (".csv", ".txt"):
+    elif path.suffix.lower() in CSV_SUFFIXES:
         X, y = _split_csv(path, args.target, args.labels)
     else:
         raise ValueError(f"--data {path}: unsupported file type {path.suffix!r}; use .csv or .npz")
+    _check_training_arrays(X, y, path)
     if args.test is not None:
         X_test, y_test = _split_csv(args.test, args.target, args.test_labels)
+        _check_test_arrays(X, y, X_test, y_test, args.test)
+    elif X_test is not None:
+        _check_test_arrays(X, y, X_test, y_test, path)
     return X, y, X_test, y_test
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+        raise ValueError(
+            f"{what} contain {int(bad.sum())} NaN, empty or infinite value(s), in data row(s) {shown} "
+            "(0-based, a header row not counted); remove those rows or impute the values"
+        )
+
+
+def _check_training_arrays(X: np.ndarray, y: np.ndarray, source: Path) -> None:
+    if X.ndim != 2:
+        raise ValueError(f"{source}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{source}: y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got {y.shape}")
+    if len(X) != len(y):
+        raise ValueError(f"{source}: X has {len(X)} rows but y has {len(y)}: one label row per sample")
+    _check_finite(X, f"{source}: the features (X)")
+    _check_finite(y, f"{source}: the labels (y)")
+
+
+def _check_test_arrays(
+    X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray | None, source: Path
+) -> None:
+    if y_test is None:
+        raise ValueError(f"{source}: X_test is given without y_test; add the test labels (array y_test)")
+    if X_test.ndim != 2 or X_test.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"{source}: the test features have shape {X_test.shape} but the training features have "
+            f"{X.shape[1]} column(s); the test set needs the same columns (precomputed kernel: the raw "
+            "test-by-train matrix, one column per training point)"
+        )
+    if len(X_test) != len(y_test):
+        raise ValueError(
+            f"{source}: X_test has {len(X_test)} rows but y_test has {len(y_test)}; they must match"
+        )
+    y_cols = 1 if y.ndim == 1 else y.shape[1]
+    y_test_cols = 1 if y_test.ndim == 1 else int(np.prod(y_test.shape[1:]))
+    if y_test_cols != y_cols:
+        raise ValueError(
+            f"{source}: y_test has {y_test_cols} output column(s) but y has {y_cols}; they must match"
+        )
+    _check_finite(X_test, f"{source}: the test features (X_test)")
+    _check_finite(y_test, f"{source}: the test labels (y_test)")
 
 
 # ---- outputs ---------------------------------------------------------------------------------------------
@@ -203,9 +269,8 @@ def _test_rows(est, X_test: np.ndarray, y_test: np.ndarray) -> list[dict[str, fl
     rows = []
     for t, pred in enumerate(est.staged_predict(X_test)):
         sq = float(np.sum((pred.reshape(len(y_test), -1) - y_flat) ** 2))
-        rows.append(
-            {"round": t, "test_mse": sq / len(y_test), "test_r2": 1.0 - sq / denom if denom > 0 else np.nan}
-        )
+        r2 = float(1.0 - sq / denom) if denom > 0 else float("nan")
+        rows.append({"round": t, "test_mse": sq / len(y_test), "test_r2": r2})
     return rows
 
 
@@ -224,6 +289,33 @@ def _save_plots(result, out: Path, X: np.ndarray, kernel_fn) -> list[Path]:
     return paths
 
 
+def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
+    """Fit; warnings become one stderr line each, and a collapse at round 0 (f = 0: nothing to distill,
+    almost always an epsilon too large for the labels) is an error naming the option to change."""
+    from selfdistill.kernel import CollapseWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X, y)
+    for w in caught:
+        if not issubclass(w.category, CollapseWarning):
+            print(f"selfdistill kernel: warning: {w.message}", file=sys.stderr)
+    result = est.result_
+    if result.n_rounds == 0 and result.collapsed:
+        energy = float(result.mean_square_labels[0])
+        eps = float(np.max(est.epsilon_))
+        given = "" if args.epsilon is None else f"--epsilon {args.epsilon:g} ({args.epsilon_mode}) "
+        fix = (
+            "--epsilon < 1 (the fraction of mean(y^2) left as residual)"
+            if args.epsilon_mode == "relative"
+            else f"--epsilon < {energy:.6g}, or --epsilon-mode relative with --epsilon < 1"
+        )
+        raise ValueError(
+            f"{given}collapses the chain at round 0: epsilon = {eps:.6g} >= ||y||^2/K = {energy:.6g}, so the "
+            f"solution of eq. (1) is f = 0 and there is nothing to distill; use {fix}"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -231,7 +323,6 @@ def main(args: argparse.Namespace) -> int:
 
     X, y, X_test, y_test = load_data(args)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     est = KernelSelfDistillation(
         kernel=args.kernel, epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, n_rounds=args.rounds,
         alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
@@ -241,8 +332,9 @@ def main(args: argparse.Namespace) -> int:
     stages = ["kernel matrix + eigendecomposition + rounds", "test predictions", "theory", "plots", "files"]
     with tqdm(total=len(stages), desc="selfdistill kernel", disable=None if K >= 1000 else True) as bar:
         bar.set_postfix_str(stages[0])
-        est.fit(X, y)
+        _fit_or_explain(est, X, y, args)
         result = est.result_
+        out.mkdir(parents=True, exist_ok=True)
         bar.update()
         test_rows = None
         if X_test is not None and y_test is not None:
@@ -277,7 +369,8 @@ def main(args: argparse.Namespace) -> int:
         atomic_write_text(
             out / "run.json",
             json.dumps(
-                {"argv": sys.argv[1:], "K": K, "epsilon_used": np.ravel(est.epsilon_).tolist(),
+                {"argv": sys.argv[1:], "K": K,
+                 "epsilon_used": None if est.epsilon_ is None else np.ravel(est.epsilon_).tolist(),
                  "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
                 indent=2,
             ),

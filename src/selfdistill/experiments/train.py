@@ -25,9 +25,11 @@ from typing import Any
 from selfdistill.experiments.config import (
     ExperimentConfig,
     add_run_arguments,
+    check_out_is_folder,
     config_differences,
     config_from_dict,
     load_config,
+    prepare_out_dir,
     read_yaml,
 )
 
@@ -53,6 +55,7 @@ def main(args: argparse.Namespace) -> int:
 
 def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> bool:
     """Refuse to resume into a folder whose run has a different config; returns True when resuming."""
+    check_out_is_folder(out)
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         if (out / "checkpoints").exists() and not overwrite:
@@ -147,7 +150,7 @@ def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str,
     """Data, model factory, loss and chain spec of ``config`` (validates model and loss arguments)."""
     from selfdistill.nn.chain import ChainSpec
     from selfdistill.nn.data import load_data
-    from selfdistill.nn.losses import build_loss
+    from selfdistill.nn.losses import build_loss, check_loss_fits
     from selfdistill.nn.models import build_model
 
     data = load_data(
@@ -165,16 +168,17 @@ def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str,
 
     try:
         model_factory()
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(
             f"model: {config.model.name!r} rejected its arguments {config.model.kwargs}: {err}"
-        ) from err
+        ) from None
     try:
         loss_fn = build_loss(config.loss.name, **config.loss.kwargs)
-    except TypeError as err:
+        check_loss_fits(loss_fn, data.num_classes)
+    except (TypeError, ValueError) as err:
         raise ValueError(
             f"loss: {config.loss.name!r} rejected its arguments {config.loss.kwargs}: {err}"
-        ) from err
+        ) from None
     train_spec = config.optimizer.to_train_spec()
     spec = ChainSpec(
         rounds=config.chain.rounds, seeds=tuple(config.chain.seed_list), train=train_spec, xi=config.loss.xi
@@ -195,13 +199,13 @@ def run_experiment(
     ctx = init_distributed(config.device)
     try:
         resuming = check_out_dir(config, out, overwrite)
+        parts = build_components(config, ctx.device)  # data, model, loss checked before --out is touched
         barrier(ctx)
         if ctx.is_main:
+            prepare_out_dir(out)
             if overwrite:
                 clear_run(out)
-            out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "config.yaml", config.to_yaml())
-        parts = build_components(config, ctx.device)
         data = parts["data"]
         if ctx.device.type == "cuda":
             data = data.to(ctx.device)

@@ -34,6 +34,26 @@ EXPECTED_FAILED_CHECKS_PRECOMPUTED = {
 }
 
 
+def _require_finite(name: str, value: Any) -> int | None:
+    """One-line error for NaN / inf in a numeric array (scikit-learn's own message is a paragraph).
+    Returns the number of samples (rows), or None for input left to validate_data (non-numeric, sparse)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    if arr.dtype.kind not in "biuf" or arr.ndim == 0:
+        return None
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or infinite value(s) (rows {shown}, 0-based); remove "
+            "those samples or impute the values"
+        )
+    return int(arr.shape[0])
+
+
 class CollapseWarning(UserWarning):
     """The chain collapsed at round 0: ||y||^2 <= K eps, the solution is f = 0."""
 
@@ -59,7 +79,9 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         per column with per_output_c=True). epsilon >= 1 relative always collapses at round 0.
     n_rounds : number of rounds to fit (round 0 included); None: until collapse (at most max_rounds).
     alpha : fixed-c mode: every round is KernelRidge(alpha) on the previous round's predictions (c = alpha/K);
-        epsilon then only detects collapse.
+        epsilon then only detects collapse. With epsilon=None and n_rounds given there is no collapse test:
+        exactly n_rounds rounds are fitted (epsilon_ is None); with n_rounds=None the default epsilon stops
+        the chain.
     per_output_c : multi-output labels share one c per round by default (constraint on the sum over
         outputs); True gives each output column its own c.
     gamma, degree, coef0, kernel_params : kernel parameters, as in sklearn.kernel_ridge.KernelRidge.
@@ -70,7 +92,8 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     result_ : ChainResult (per-round table, B_t, plots, JSON, theory()).
     c_ : ndarray (n_rounds_,) (or (n_rounds_, n_outputs) with per_output_c): c_t, paper convention G = Kxx/K.
     n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0).
-    epsilon_ : the absolute eps used.  X_fit_ : training inputs (the kernel's second argument).
+    epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).
+    X_fit_ : training inputs (the kernel's second argument).
 
     Behaviour by design: if eps >= ||y||^2 / K the chain collapses at round 0; fit then warns
     (CollapseWarning) and the model predicts 0 (that IS the solution of eq. 1). If the labels' component
@@ -130,9 +153,11 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
             kernel_params=self.kernel_params,
         )
 
-    def _absolute_epsilon(self, Y: np.ndarray, spectrum: Spectrum) -> float | np.ndarray:
+    def _absolute_epsilon(self, Y: np.ndarray, spectrum: Spectrum) -> float | np.ndarray | None:
         if self.epsilon_mode not in ("absolute", "relative"):
             raise ValueError(f"epsilon_mode={self.epsilon_mode!r} must be 'absolute' or 'relative'")
+        if self.alpha is not None and self.epsilon is None and self.n_rounds is not None:
+            return None  # fixed c, fixed number of rounds: exactly n_rounds ridge refits, no collapse test
         relative = self.epsilon is None or self.epsilon_mode == "relative"
         value = DEFAULT_RELATIVE_EPSILON if self.epsilon is None else self.epsilon
         try:
@@ -160,6 +185,13 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> KernelSelfDistillation:
         """Fit the chain. X: inputs (n_samples, n_features), or the raw matrix (kernel='precomputed')."""
+        n_X = _require_finite("X", X)
+        n_y = _require_finite("y", y)
+        if n_X is not None and n_y is not None and n_X != n_y:
+            raise ValueError(
+                f"inconsistent numbers of samples: X has {n_X} rows but y has {n_y}; give one label (row of "
+                "y) per sample of X"
+            )
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         if isinstance(self.kernel, str) and self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
             raise ValueError(
@@ -196,8 +228,18 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _test_kernel(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        _require_finite("X", X)
+        precomputed = isinstance(self.kernel, str) and self.kernel == "precomputed"
+        shape = np.asarray(X).shape
+        if precomputed and len(shape) == 2 and shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                "features as input: with kernel='precomputed', X must be the raw test-by-train matrix "
+                f"[g(x_test, x_train)] of shape (n_test, {self.n_features_in_}), one column per training "
+                "point"
+            )
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        if isinstance(self.kernel, str) and self.kernel == "precomputed":
+        if precomputed:
             return X
         return self._kernel(X, self.X_fit_)
 

@@ -72,6 +72,11 @@ def kernel_matrix(
         return spline_green(x[:, None], y[None, :])
     if isinstance(kernel, str) and kernel not in KERNEL_NAMES:
         raise ValueError(f"kernel={kernel!r} is unknown; use a callable or one of {', '.join(KERNEL_NAMES)}")
+    if kernel in ("rbf", "laplacian", "chi2") and gamma is not None and not float(gamma) > 0.0:
+        raise ValueError(
+            f"gamma={gamma!r} must be > 0 for kernel={kernel!r} (exp(-gamma * distance)): gamma <= 0 gives a "
+            "constant or non positive semi-definite matrix; use gamma > 0 or None (1 / n_features)"
+        )
     if callable(kernel):
         params = dict(kernel_params or {})
     else:

@@ -165,9 +165,12 @@ class ChainResult:
 
     @property
     def train_mse(self) -> np.ndarray:
-        """(1/K) ||f_t(x) - y_0||^2 (summed over outputs) per round: the fit to the ORIGINAL labels."""
-        diff = self.train_predictions - self.labels[None]
-        return np.sum(diff**2, axis=tuple(range(1, diff.ndim))) / self.n_samples
+        """(1/K) ||f_t(x) - y_0||^2 (summed over outputs) per round: the fit to the ORIGINAL labels.
+        V is orthogonal, so this is (1/K) ||z_{t+1} - z_0||^2: no eigenvectors needed (works after a reload
+        saved without them)."""
+        z = self._z_matrix()
+        diff = z[1:] - z[:1]
+        return np.sum(diff**2, axis=(1, 2)) / self.n_samples
 
     @property
     def fit_residual(self) -> np.ndarray:
@@ -240,7 +243,7 @@ class ChainResult:
         rows = []
         c = self._c_matrix()
         ms = self.mean_square_labels
-        train_mse = self.train_mse if self.eigenvectors is not None else np.full(self.n_rounds, np.nan)
+        train_mse = self.train_mse
         resid = self.fit_residual
         eff = self.effective_basis
         for t in range(self.n_rounds):
@@ -267,14 +270,15 @@ class ChainResult:
             + f"kappa={_kappa(self.eigenvalues):.3g}, rounds={self.n_rounds}, status={self.status}"
         )
         lines = [head, "c in the paper's convention (G = Kxx/K); sklearn KernelRidge alpha = K c"]
+        cw = 19 if self.per_output_c else 12  # per output: "min..max" of the outputs' c_t
         cols = (
-            f"{'round':>5}  {'c_t':>12}  {'||y_t||^2/K':>12}  {'MSE vs y0':>12}  {'fit resid':>12}  "
+            f"{'round':>5}  {'c_t':>{cw}}  {'||y_t||^2/K':>12}  {'MSE vs y0':>12}  {'fit resid':>12}  "
             f"{'tr B_t':>9}"
         )
         lines.append(cols)
         for row in self.table():
             c = row["c"]
-            c_txt = f"{c:12.5g}" if not isinstance(c, list) else f"{min(c):.3g}..{max(c):.3g}".rjust(12)
+            c_txt = f"{c:12.5g}" if not isinstance(c, list) else f"{min(c):.3g}..{max(c):.3g}".rjust(cw)
             lines.append(
                 f"{row['round']:>5}  {c_txt}  {row['label_mean_square']:12.5g}  "
                 f"{row['train_mse_vs_y0']:12.5g}  {row['fit_residual']:12.5g}  {row['effective_basis']:9.4g}"
@@ -324,7 +328,7 @@ class ChainResult:
             "z": _to_jsonable(self.z),
             "labels": _to_jsonable(self.labels),
             "timings": _to_jsonable(self.timings),
-            "summary": _to_jsonable(self.table()) if self.eigenvectors is not None else None,
+            "summary": _to_jsonable(self.table()),
         }
 
     def to_json(self, path: str | os.PathLike, include_eigenvectors: bool = True) -> Path:
@@ -398,9 +402,13 @@ class ChainResult:
     def plot_c(self, ax: Any = None) -> Any:
         """c_t per round (log scale)."""
         fig, ax = _axes(ax)
-        c = self._c_matrix()
-        ax.semilogy(np.arange(self.n_rounds), c, marker="o")
-        ax.set_xlabel("round t")
+        c = np.asarray(self.c, dtype=float)  # (T,) shared c, or (T, m) one c per output
+        lines = ax.semilogy(np.arange(self.n_rounds), c, marker="o")
+        if c.ndim == 2:
+            for j, line in enumerate(lines):
+                line.set_label(f"output {j}")
+            ax.legend(fontsize="small")
+        _integer_rounds(ax)
         ax.set_ylabel("c_t (paper convention)")
         ax.set_title("regularization multiplier per round")
         return fig
@@ -411,7 +419,7 @@ class ChainResult:
         ax.semilogy(np.arange(self.n_rounds + 1), self.mean_square_labels, marker="o", label="||y_t||^2 / K")
         if self.epsilon is not None and np.ndim(self.epsilon) == 0:
             ax.axhline(float(self.epsilon), color="k", ls="--", label="epsilon (collapse)")
-        ax.set_xlabel("round t")
+        _integer_rounds(ax)
         ax.legend()
         ax.set_title("label energy per round")
         return fig
@@ -444,7 +452,7 @@ class ChainResult:
         order = np.argsort(np.ravel(x_plot))
         xp = np.ravel(x_plot)[order]
         y0 = self.labels if self.labels.ndim == 1 else self.labels[:, 0]
-        ax.scatter(np.ravel(x_train), y0, color="k", zorder=3, label="y_0")
+        ax.scatter(np.ravel(x_train), y0, color="k", zorder=3, label="labels y_0")
         if truth is not None:
             ax.plot(xp, np.ravel(truth)[order], "k--", label="truth")
         for t in range(self.n_rounds) if rounds is None else rounds:
@@ -453,7 +461,8 @@ class ChainResult:
             ax.plot(xp, pred[order], label=f"round {t}")
         ax.set_xlabel("x")
         ax.legend(fontsize="small")
-        ax.set_title("self-distillation rounds")
+        outputs = "" if self.n_outputs == 1 else f" (output 0 of {self.n_outputs})"
+        ax.set_title("self-distillation rounds" + outputs)
         return fig
 
 
@@ -463,6 +472,14 @@ def _fmt_eps(eps: Any) -> str:
 
 def _kappa(d: np.ndarray) -> float:
     return float(d[-1] / d[0]) if d.size and d[0] > 0 else float("inf")
+
+
+def _integer_rounds(ax: Any) -> None:
+    """Rounds are integers: no 0.25 ticks on the round axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round t")
 
 
 def _axes(ax: Any) -> tuple[Any, Any]:

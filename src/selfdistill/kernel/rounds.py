@@ -80,6 +80,20 @@ def solve_c(eigenvalues: np.ndarray, z_sq: np.ndarray, n_samples: int, epsilon: 
     return float(np.exp(u))
 
 
+FULL_RANK_HINT = (
+    "a kernel whose matrix has full rank (for rbf / laplacian: a larger gamma, i.e. a narrower kernel)"
+)
+
+
+def _null_space_cause(null: np.ndarray, n_samples: int) -> str:
+    return (
+        f"{int(null.sum())} of {n_samples} eigenvalues are zero up to round-off, "
+        "d <= K * machine-eps * d_max: the kernel matrix is singular or numerically singular, e.g. a "
+        "low-rank kernel, one vanishing at a training point, or a very smooth kernel such as rbf with a "
+        "small gamma"
+    )
+
+
 def _as_epsilon(epsilon, n_outputs: int, per_output_c: bool, name: str = "epsilon"):
     eps = np.asarray(epsilon, dtype=float)
     if eps.ndim == 0:
@@ -214,10 +228,9 @@ def self_distill(
                 status, stop_round = "infeasible", t
                 message = "; ".join(
                     f"output {o}: infeasible at round {t}: the labels' component in the null space of G "
-                    f"alone has mean square {ms:.6g} >= epsilon={eps[o]:.6g}; use epsilon > {ms:.6g} or a "
-                    "kernel whose matrix has full rank"
+                    f"alone has mean square {ms:.6g} >= epsilon={eps[o]:.6g}; use epsilon > {ms:.6g}"
                     for o, ms in infeasible_cols
-                )
+                ) + f" ({_null_space_cause(null, K)}); or {FULL_RANK_HINT}"
                 break
             A = d[:, None] / (c_t[None, :] + d[:, None])  # (K, m); c = inf -> 0
         else:
@@ -236,11 +249,10 @@ def self_distill(
                 if null_ms >= eps:
                     status, stop_round = "infeasible", t
                     message = (
-                        f"infeasible at round {t}: the labels' component in the null space of G = Kxx/K (its "
-                        f"{int(null.sum())} zero eigenvalues: a singular kernel matrix, e.g. a low-rank "
-                        "kernel or one vanishing at a training point) "
-                        f"alone has mean square {null_ms:.6g} >= epsilon={eps:.6g}; no fit can reach the "
-                        f"constraint. Use epsilon > {null_ms:.6g}, or a kernel whose matrix has full rank"
+                        f"infeasible at round {t}: the labels' component in the null space of G = Kxx/K "
+                        f"({_null_space_cause(null, K)}) alone has mean square {null_ms:.6g} >= "
+                        f"epsilon={eps:.6g}; no fit can reach the constraint. Use epsilon > "
+                        f"{null_ms:.6g}, or {FULL_RANK_HINT}"
                     )
                     break
                 c_scalar = solve_c(d, np.sum(Z * Z, axis=1), K, eps)

@@ -193,8 +193,8 @@ def add_symmetric_label_noise(labels: np.ndarray, num_classes: int, fraction: fl
                               seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric label noise: exactly ``round(fraction * n)`` examples, chosen uniformly at random, get a
     label drawn uniformly from the OTHER ``num_classes - 1`` classes. Returns (noisy_labels, noise_mask)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"label_noise must be in [0, 1], got {fraction}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1) (1 would leave no correct label), got {fraction}")
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1ABE1]))
@@ -316,8 +316,10 @@ def _load_cifar_arrays(name: str, root: str | Path | None, seed: int, val_fracti
                        verify_checksums: bool):
     layout = _CIFAR_LAYOUT[name]
     if root is None:
+        where = ("no data root was given: on the command line pass --data-root <folder that holds it> "
+                 "(or set data.root in the config); in Python pass root=<folder that holds it>")
         raise FileNotFoundError(_cifar_missing_message(name, Path("<root>"), ["root was not given"])
-                                .replace("missing: root was not given", "pass root=<folder that holds it>"))
+                                .replace("missing: root was not given", where))
     root = Path(root).expanduser()
     folder = root / layout["folder"]
     missing = [f for f in layout["files"] if not (folder / f).is_file()]
@@ -375,8 +377,9 @@ def load_data(name: str, *, root: str | Path | None = None, val_fraction: float 
         raise ValueError(f"unknown data set name {name!r}; known: {', '.join(DATASET_NAMES)}")
     if not (isinstance(val_fraction, int | float) and 0.0 <= val_fraction < 1.0):
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    if not (isinstance(label_noise, int | float) and 0.0 <= label_noise <= 1.0):
-        raise ValueError(f"label_noise must be in [0, 1], got {label_noise!r}")
+    if not (isinstance(label_noise, int | float) and 0.0 <= label_noise < 1.0):
+        raise ValueError(f"label_noise must be in [0, 1) (1 would leave no correct label), "
+                         f"got {label_noise!r}")
     if subset is not None and (int(subset) != subset or subset < 1):
         raise ValueError(f"subset must be a positive integer or None, got {subset!r}")
 

@@ -36,6 +36,7 @@ __all__ = [
     "SoftmaxL2Loss",
     "TemperatureKLLoss",
     "build_loss",
+    "check_loss_fits",
     "check_probabilities",
     "mix_targets",
 ]
@@ -208,3 +209,11 @@ def build_loss(name: str, **kwargs) -> nn.Module:
     from selfdistill.ptloss import PTLoss
 
     return ProbabilityTargetPTLoss(PTLoss(**kwargs))
+
+
+def check_loss_fits(loss_fn: nn.Module, num_classes: int) -> None:
+    """Evaluate ``loss_fn`` once on a tiny batch with ``num_classes`` classes (uniform targets), so that
+    arguments that only fail against the data, e.g. a PTLoss ``epsilon`` with the wrong number of rows,
+    raise their ValueError before any training."""
+    with torch.no_grad():
+        loss_fn(torch.zeros(2, num_classes), torch.full((2, num_classes), 1.0 / num_classes))

@@ -22,6 +22,9 @@ The gradient w.r.t. the student logits ``z`` is then ``T * W (p_s - q)`` per exa
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,13 +33,36 @@ REDUCTIONS = ("batchmean", "sum", "none")
 FORMS = ("full", "truncated")
 
 
+def positive_real(value: object, name: str) -> float:
+    """``value`` as a float when it is a positive finite real number (Python, NumPy, or a one-element
+    tensor); otherwise a ValueError naming ``name``. Booleans are refused."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` as an int when it is an integer >= 1 (Python or NumPy); otherwise a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def as_epsilon(epsilon: Tensor | object, num_classes: int | None = None, *, name: str = "epsilon") -> Tensor:
     """Validate a perturbation and return it as a float tensor of shape ``(..., C or 1, M)``.
 
     Accepted: ``(M,)`` (one perturbation shared by all classes), ``(C, M)`` (per class and order) and, for
     batches of candidates, ``(S, C, M)`` or ``(S, 1, M)``. An ``(M,)`` vector becomes ``(1, M)``.
     """
-    eps = torch.as_tensor(epsilon)
+    try:
+        eps = torch.as_tensor(epsilon)
+    except (TypeError, ValueError, RuntimeError) as err:  # strings, ragged nested lists, None...
+        raise ValueError(
+            f"{name} must be numbers: an (M,) list, or C lists of M numbers (one per class); got {epsilon!r} "
+            f"({err})"
+        ) from None
     if not (eps.is_floating_point() or eps.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"{name} must be a real tensor, got dtype {eps.dtype}")
     if not eps.is_floating_point():
@@ -118,8 +144,7 @@ def pt_loss(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    temperature = positive_real(temperature, "temperature")
     if validate:
         _check_logits(student_logits, "student_logits")
         _check_logits(teacher_logits, "teacher_logits")
@@ -176,8 +201,7 @@ class PTLoss(nn.Module):
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+        temperature = positive_real(temperature, "temperature")
         eps = as_epsilon(epsilon)
         if eps.ndim != 2:
             raise ValueError(f"epsilon must have shape (M,) or (C, M), got {tuple(eps.shape)}")

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from selfdistill.ptloss.loss import as_epsilon
+from selfdistill.ptloss.loss import as_epsilon, positive_int
 
 _CURVATURE_FLOOR = 1e-3  # H_jj is kept >= this fraction of its eps = 0 value (p_t / p^2)
 _FRACTION_TO_BOUNDARY = 0.99
@@ -350,8 +350,7 @@ def proxy_teacher(
     """
     pt = check_probabilities(teacher_probs, "teacher_probs", atol=prob_atol)
     eps = as_epsilon(epsilon, pt.shape[1]).to(dtype=pt.dtype, device=pt.device)
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    max_iter = positive_int(max_iter, "max_iter")
     if tol is not None and not (tol > 0):
         raise ValueError(f"tol must be positive, got {tol!r}")
     batched = eps.ndim == 3

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from selfdistill.atomic import atomic_write_text
-from selfdistill.ptloss.loss import as_epsilon
+from selfdistill.ptloss.loss import as_epsilon, positive_int, positive_real
 from selfdistill.ptloss.proxy import (
     check_probabilities,
     convexity_margin,
@@ -148,6 +147,13 @@ class PerturbationSearchResult:
         with open(path, newline="") as handle:
             return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
+    def __repr__(self) -> str:  # the dataclass default would dump every candidate's epsilon
+        return (
+            f"PerturbationSearchResult(n_candidates={self.n_candidates}, "
+            f"epsilon_shape={tuple(self.epsilons.shape[1:])}, criterion={self.criterion!r}, "
+            f"best_index={self.best_index}, best_score={self.best_score:.6g})"
+        )
+
     def __str__(self) -> str:
         s = self.settings
         order = np.argsort(self.scores, kind="stable")
@@ -188,6 +194,7 @@ class PerturbationSearchResult:
         if ax is None and path is not None:
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         criterion = criterion or self.criterion
         if criterion not in self.table:
@@ -203,6 +210,7 @@ class PerturbationSearchResult:
             [self.best_index], [values[self.best_index]], s=80, marker="*", color="tab:red", label="selected"
         )
         ax.set_xlabel("candidate")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{criterion} of the proxy teacher (validation)")
         ax.set_title("PTLoss perturbation search")
         ax.legend(loc="best", fontsize="small")
@@ -228,12 +236,9 @@ def sample_candidates(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Random perturbations ``(S, C, M)`` (class-wise) or ``(S, 1, M)`` (shared); candidate 0 = zeros."""
-    if not (isinstance(M, int) and M >= 1):
-        raise ValueError(f"M (number of perturbed series orders) must be a positive integer, got {M!r}")
-    if not (isinstance(n_candidates, int) and n_candidates >= 1):
-        raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
-    if not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    M = positive_int(M, "M (number of perturbed series orders)")
+    n_candidates = positive_int(n_candidates, "n_candidates")
+    scale = positive_real(scale, "scale")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     rows = num_classes if class_wise else 1
