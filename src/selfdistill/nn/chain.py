@@ -9,7 +9,9 @@ freshly initialized model (seed derived from (chain seed, round), recorded) on t
 where f_{t-1} is round t-1's model, deep-copied into a FROZEN teacher (requires_grad False, eval mode,
 evaluated under no_grad); the teacher's softmax is taken at T = 1 because the temperature KL loss softens
 probabilities itself. Without augmentation the teacher's outputs on the training set are computed once
-per round and cached; with augmentation the teacher sees the same augmented batch as the student. Hard
+and cached: they are the logits of the evaluation pass that ends the previous round (same weights, same
+inputs), so a round makes one no-grad pass over x_train, not two. With augmentation the teacher sees the
+same augmented batch as the student. Hard
 labels (Appendix D.3) are the loss ``hard_ce`` (argmax of the teacher, then cross-entropy).
 
 Per seed and round the chain records, in ``rounds.csv`` (columns :data:`ROUND_COLUMNS` first): accuracy and
@@ -296,6 +298,9 @@ def run_chain(
 
     for seed in spec.seeds:
         teacher: nn.Module | None = None
+        # the finished student's eval-mode logits on x_train ARE the next teacher's outputs (same weights,
+        # same inputs, same code path): kept, so each round runs one forward pass over x_train, not two
+        teacher_train_logits: Tensor | None = None
         for t in range(spec.rounds):
             init_seed = derive_seed(seed, t, "init")
             data_seed = derive_seed(seed, t, "data")
@@ -312,6 +317,7 @@ def run_chain(
                 rows.append(row)
                 hooks.round_end(row, resumed=True)
                 teacher = frozen_teacher(student)
+                teacher_train_logits = None  # recomputed from the loaded weights when needed
                 del student
                 continue
 
@@ -321,9 +327,11 @@ def run_chain(
                 train_targets = onehot_train
                 target_fn = None
             else:
-                teacher_probs = F.softmax(
-                    predict_logits(teacher, x_train, device=device, batch_size=spec.eval_batch_size), dim=1
-                )
+                if teacher_train_logits is None:
+                    teacher_train_logits = predict_logits(
+                        teacher, x_train, device=device, batch_size=spec.eval_batch_size
+                    )
+                teacher_probs = F.softmax(teacher_train_logits, dim=1)
                 train_targets = mix_targets(teacher_probs, labels_cpu, num_classes, spec.xi)
                 target_fn = None
                 if augment is not None:
@@ -384,6 +392,7 @@ def run_chain(
             barrier(dist_ctx)
             hooks.round_end(row, resumed=False)
             teacher = frozen_teacher(student)
+            teacher_train_logits = train_logits
             del student
     if writes:
         result.save_csv(out / "rounds.csv")
