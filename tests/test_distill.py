@@ -110,3 +110,92 @@ def test_module_does_not_import_torch():
     code = "import sys, selfdistill.experiments.distill; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# ---- transfer set -----------------------------------------------------------------------------------
+
+
+def test_transfer_split_is_disjoint_seeded_and_sized():
+    import numpy as np
+
+    from selfdistill.experiments.distill import transfer_split
+
+    teacher, transfer = transfer_split(101, 0.3, seed=4)
+    assert len(transfer) == 30 and len(teacher) == 71
+    assert np.array_equal(np.sort(np.concatenate([teacher, transfer])), np.arange(101))
+    again = transfer_split(101, 0.3, seed=4)
+    assert np.array_equal(again[1], transfer) and not np.array_equal(transfer_split(101, 0.3, 5)[1], transfer)
+    with pytest.raises(ValueError, match=r"transfer.fraction=0.001 of 101 .* leaves 0 for the transfer set"):
+        transfer_split(101, 0.001, seed=0)
+
+
+def test_held_out_and_file_transfer_sets(tmp_path):
+    import numpy as np
+    import torch
+
+    from selfdistill.experiments.distill import transfer_split
+    from selfdistill.nn.data import load_data
+
+    tiny = TINY[:6] + ["--set", "methods.temperatures=[]", "--set", "methods.label_smoothing=[]",
+                       "--set", "search.n_candidates=3", "--set", "candidate_students=0"]  # fmt: skip
+    out = tmp_path / "held"
+    args = ["distill", "distill_digits", "--out", str(out), "--no-plots", *tiny]
+    assert cli_main([*args, "--set", "transfer.source=held_out", "--set", "transfer.fraction=0.25"]) == 0
+    data = load_data("digits", val_fraction=0.2, seed=0)
+    teacher_idx, transfer_idx = transfer_split(data.num_train, 0.25, seed=0)
+    transfer = json.loads((out / "results.json").read_text())["transfer"]
+    assert transfer["size"] == len(transfer_idx) and transfer["teacher_train_size"] == len(teacher_idx)
+    # the reported teacher accuracy on the transfer set, recomputed from the saved teacher
+    from selfdistill.experiments.distill import _model_factory, parse_config
+
+    config = parse_config({"teacher": {"model": {"name": "mlp", "hidden_sizes": [256, 256]}}})
+    teacher = _model_factory(config["teacher"]["model"], data)()
+    teacher.load_state_dict(torch.load(out / "teacher.pt", weights_only=True)["model"])
+    with torch.no_grad():
+        predicted = teacher.eval()(data.x_train[torch.as_tensor(transfer_idx)]).argmax(1)
+    expected = (predicted == data.y_train[torch.as_tensor(transfer_idx)]).float().mean().item()
+    assert transfer["teacher_accuracy"] == pytest.approx(expected, abs=1e-6)
+
+    np.save(tmp_path / "x.npy", data.x_test[:40].numpy())
+    out = tmp_path / "file"
+    args = ["distill", "distill_digits", "--out", str(out), "--no-plots", *tiny]
+    file_args = ["--set", "transfer.source=file", "--set", f"transfer.path={tmp_path / 'x.npy'}"]
+    assert cli_main([*args, *file_args]) == 0
+    transfer = json.loads((out / "results.json").read_text())["transfer"]
+    assert transfer == {"source": "file", "size": 40, "teacher_train_size": data.num_train}
+
+
+@pytest.mark.parametrize(
+    ("transfer", "message"),
+    [
+        ({"source": "unlabeled"}, "transfer.source: expected one of train, held_out, file"),
+        ({"source": "held_out", "fraction": 1.0}, r"transfer.fraction: expected a number in \(0, 1\)"),
+        ({"source": "file"}, "transfer.path: source 'file' needs the path"),
+        ({"path": "x.npy"}, "transfer.path is only read with transfer.source: file"),
+    ],
+)
+def test_bad_transfer_settings(transfer, message):
+    with pytest.raises(ValueError, match=message):
+        parse_config({"transfer": transfer})
+
+
+def test_bad_transfer_files_name_the_problem(tmp_path):
+    import numpy as np
+
+    from selfdistill.experiments.distill import load_transfer_inputs
+
+    with pytest.raises(FileNotFoundError, match="transfer.path: .* does not exist"):
+        load_transfer_inputs(tmp_path / "none.npy", (1, 8, 8))
+    np.save(tmp_path / "flat.npy", np.zeros((5, 64)))
+    with pytest.raises(ValueError, match=r"shape \(5, 64\); expected \(N, 1, 8, 8\)"):
+        load_transfer_inputs(tmp_path / "flat.npy", (1, 8, 8))
+    bad = np.zeros((3, 1, 8, 8))
+    bad[1, 0, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_transfer_inputs(tmp_path / "nan.npy", (1, 8, 8))
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 1, 8, 8)), b=np.zeros(2))
+    with pytest.raises(ValueError, match="name the inputs 'x'"):
+        load_transfer_inputs(tmp_path / "two.npz", (1, 8, 8))
+    np.savez(tmp_path / "ok.npz", x=np.ones((2, 1, 8, 8)), y=np.zeros(2))
+    assert load_transfer_inputs(tmp_path / "ok.npz", (1, 8, 8)).shape == (2, 1, 8, 8)

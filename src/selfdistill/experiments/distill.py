@@ -2,10 +2,13 @@
 
 Steps (every result lands in --out; a run that is interrupted resumes where it stopped):
   1. train the teacher on the labeled training split (or load it: teacher.checkpoint), save teacher.pt;
+     the transfer set (section ``transfer``) is the teacher's own training inputs (``source: train``), a
+     part of the training pool kept from the teacher whose labels are dropped (``held_out``), or unlabeled
+     inputs from a file (``file``);
   2. PTLoss perturbation search on the VALIDATION split: random candidate eps (candidate 0 = eps = 0), each
      scored by the Brier score of its proxy teacher; no student is trained per candidate
      (search.csv / search.json / search.png);
-  3. the same student, seeds and budget trained on the transfer set (the training inputs, labels unused) with:
+  3. the same student, seeds and budget trained on the transfer set (no labels are used) with:
      KL at T = 1, temperature KD for each T of the grid (T^2 * KL of softened distributions), the
      label-smoothed teacher ((1 - a) p_t + a / C, KL), PTLoss with a random eps (the first random
      candidate) and PTLoss with the selected eps (runs.csv, one row per method and seed);
@@ -75,9 +78,11 @@ DEFAULTS: dict[str, Any] = {
         "criterion": "brier",
         "class_wise": True,
     },
+    "transfer": {"source": "train", "fraction": 0.5, "path": None},
     "candidate_students": 0,
     "device": "cpu",
 }
+TRANSFER_SOURCES = ("train", "held_out", "file")
 RUN_COLUMNS = ("method", "seed", "val_accuracy", "test_accuracy", "train_loss", "seconds")
 RESULT_COLUMNS = (
     "method",
@@ -185,6 +190,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
             )
         if config["candidate_students"] > search["n_candidates"]:
             raise ValueError("candidate_students: cannot exceed search.n_candidates")
+        _check_transfer(config["transfer"])
         if config["device"] not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {config['device']!r}")
         if not any(
@@ -197,7 +203,93 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
     return config
 
 
+def _check_transfer(transfer: dict[str, Any]) -> None:
+    source, fraction, path = transfer["source"], transfer["fraction"], transfer["path"]
+    if source not in TRANSFER_SOURCES:
+        raise ValueError(f"transfer.source: expected one of {', '.join(TRANSFER_SOURCES)}, got {source!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"transfer.fraction: expected a number in (0, 1), got {fraction!r}")
+    if source == "file" and not path:
+        raise ValueError("transfer.path: source 'file' needs the path of a .npy, .npz or .pt file of inputs")
+    if source != "file" and path:
+        raise ValueError(f"transfer.path is only read with transfer.source: file (source is {source!r})")
+
+
 # --------------------------------------------------------------------------------------------- building
+
+
+def transfer_split(n: int, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(teacher indices, transfer indices) of a training pool of ``n``: a seeded random
+    ``round(fraction * n)`` examples form the transfer set, the rest train the teacher; both sorted,
+    disjoint, covering 0..n-1."""
+    import numpy as np
+
+    m = int(round(fraction * n))
+    if not 1 <= m <= n - 1:
+        raise ValueError(
+            f"transfer.fraction={fraction:g} of {n} training examples leaves {m} for the transfer set and "
+            f"{n - m} for the teacher; both need at least one (choose a fraction nearer 0.5)"
+        )
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A5F])).permutation(n)
+    return np.sort(order[m:]), np.sort(order[:m])
+
+
+def load_transfer_inputs(path: str | Path, input_shape: tuple[int, ...]) -> Any:
+    """Unlabeled transfer inputs from ``path`` as a float32 tensor ``(N, *input_shape)``: a .npy array, an
+    .npz with an array ``x`` (or its only array), or a .pt tensor; preprocessed like the data set's inputs
+    (e.g. saved from ``load_data(...).x_train``)."""
+    import numpy as np
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"transfer.path: {path} does not exist; give a .npy, .npz or .pt file of inputs"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+                if "x" not in names and len(names) != 1:
+                    raise ValueError(f"holds arrays {names}; name the inputs 'x'")
+                array = archive["x" if "x" in names else names[0]]
+        elif suffix == ".pt":
+            array = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(array, torch.Tensor):
+                raise ValueError(f"holds a {type(array).__name__}, not a tensor")
+            array = array.numpy()
+        else:
+            raise ValueError(f"unsupported file type {suffix!r}; use .npy, .npz or .pt")
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"transfer.path: cannot read inputs from {path}: {err}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"transfer.path: {path} holds {array.dtype} values, expected numbers")
+    x = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
+        raise ValueError(
+            f"transfer.path: {path} holds inputs of shape {tuple(x.shape)}; expected (N, "
+            f"{', '.join(str(d) for d in input_shape)}) with N >= 1, preprocessed like the data set's inputs"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"transfer.path: {path} contains NaN or infinite inputs; remove or impute them")
+    return x
+
+
+def transfer_set(transfer: dict[str, Any], data: Any, split_seed: int) -> tuple[Any, Any, Any]:
+    """(teacher inputs, teacher labels, transfer inputs) for the ``transfer`` section (see the docstring)."""
+    import torch
+
+    if transfer["source"] == "train":
+        return data.x_train, data.y_train, data.x_train
+    if transfer["source"] == "held_out":
+        teacher_idx, transfer_idx = transfer_split(data.num_train, transfer["fraction"], split_seed)
+        teacher_idx, transfer_idx = torch.as_tensor(teacher_idx), torch.as_tensor(transfer_idx)
+        return data.x_train[teacher_idx], data.y_train[teacher_idx], data.x_train[transfer_idx]
+    return data.x_train, data.y_train, load_transfer_inputs(transfer["path"], data.input_shape)
+
 
 
 def _train_spec(options: dict[str, Any], where: str):
@@ -367,6 +459,8 @@ def run_distillation(
     if data.num_val == 0:
         raise ValueError("data.val_fraction: the perturbation search needs a labeled validation split (> 0)")
     check_before_training(config, data)  # every setting is validated before the teacher trains
+    teacher_x, teacher_y, transfer_x = transfer_set(config["transfer"], data, d["seed"])
+    held_out = config["transfer"]["source"] == "held_out"
 
     # 1. teacher (a given checkpoint is checked before anything is written to --out)
     teacher_factory = _model_factory(config["teacher"]["model"], data)
@@ -397,11 +491,11 @@ def run_distillation(
         log(f"teacher loaded from {teacher_path}")
     else:
         start = time.perf_counter()
-        onehot = torch.nn.functional.one_hot(data.y_train, data.num_classes).float()
+        onehot = torch.nn.functional.one_hot(teacher_y, data.num_classes).float()
         generator = torch.Generator().manual_seed(derive_seed(config["teacher"]["seed"], 0, "data"))
         train(
             teacher,
-            data.x_train,
+            teacher_x,
             onehot,
             SoftCrossEntropyLoss(),
             _train_spec(config["teacher"]["optimizer"], "teacher.optimizer"),
@@ -415,17 +509,30 @@ def run_distillation(
     teacher.eval()
     logits = {
         split: predict_logits(teacher, getattr(data, f"x_{split}"), device=device)
-        for split in ("train", "val", "test")
+        for split in ("val", "test")
     }
+    logits["train"] = predict_logits(teacher, teacher_x, device=device)
     teacher_metrics = {
-        f"{split}_accuracy": accuracy(logits[split], getattr(data, f"y_{split}"))
-        for split in ("train", "val", "test")
+        f"{split}_accuracy": accuracy(logits[split], y)
+        for split, y in (("train", teacher_y), ("val", data.y_val), ("test", data.y_test))
     }
+    transfer_logits = (
+        logits["train"] if transfer_x is teacher_x else predict_logits(teacher, transfer_x, device=device)
+    )
+    transfer_info = {
+        "source": config["transfer"]["source"],
+        "size": int(transfer_x.shape[0]),
+        "teacher_train_size": int(teacher_x.shape[0]),
+    }
+    if held_out:  # the transfer set's labels exist but no model is trained on them: report only
+        _, transfer_idx = transfer_split(data.num_train, config["transfer"]["fraction"], d["seed"])
+        transfer_info["teacher_accuracy"] = accuracy(transfer_logits, data.y_train[transfer_idx])
     log(
         f"teacher accuracy: val {teacher_metrics['val_accuracy']:.4f}, "
-        f"test {teacher_metrics['test_accuracy']:.4f}"
+        f"test {teacher_metrics['test_accuracy']:.4f}; transfer set: {transfer_info['size']} "
+        f"unlabeled inputs ({transfer_info['source']})"
     )
-    transfer_probs = torch.softmax(logits["train"].double(), -1).float()
+    transfer_probs = torch.softmax(transfer_logits.double(), -1).float()
 
     # 2. perturbation search on the labeled validation split
     s = config["search"]
@@ -456,7 +563,7 @@ def run_distillation(
         generator = torch.Generator().manual_seed(derive_seed(seed, 1, "data"))
         result = train(
             student,
-            data.x_train,
+            transfer_x,
             targets,
             loss_fn,
             student_spec,
@@ -511,6 +618,7 @@ def run_distillation(
     summary = {
         "name": config["name"],
         "teacher": teacher_metrics,
+        "transfer": transfer_info,
         "search": {
             "criterion": search.criterion,
             "best_index": search.best_index,
@@ -607,12 +715,25 @@ def _jsonable(config: dict[str, Any]) -> Any:
     return json.loads(json.dumps(config))
 
 
+def _transfer_line(transfer: dict[str, Any] | None) -> str:
+    if not transfer:
+        return "  transfer set: the teacher's training inputs"
+    line = (
+        f"  transfer set: {transfer['size']} unlabeled inputs ({transfer['source']}); teacher trained on "
+        f"{transfer['teacher_train_size']}"
+    )
+    if "teacher_accuracy" in transfer:
+        line += f"; teacher accuracy on the transfer set {transfer['teacher_accuracy']:.4f} (not used)"
+    return line
+
+
 def format_results(summary: dict[str, Any]) -> str:
     """The results table as text (mean +- std over seeds)."""
     teacher = summary["teacher"]
     lines = [
         f"{summary['name']}: teacher test accuracy {teacher['test_accuracy']:.4f} "
         f"(val {teacher['val_accuracy']:.4f}); selected eps = candidate {summary['search']['best_index']}",
+        _transfer_line(summary.get("transfer")),
         f"  {'method':>16} {'seeds':>5} {'test accuracy':>18} {'val accuracy':>18}  description",
     ]
     for row in summary["results"]:
