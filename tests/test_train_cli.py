@@ -141,13 +141,10 @@ def test_quick_neural_reproduction_writes_results_and_honest_findings(tmp_path, 
     assert "what this run shows" in capsys.readouterr().out
 
 
-def test_tensorboard_without_the_package_says_so_and_keeps_csv(tmp_path, capsys):
-    try:
-        import tensorboard  # noqa: F401
+def test_tensorboard_without_the_package_says_so_and_keeps_csv(tmp_path, capsys, monkeypatch):
+    import sys
 
-        pytest.skip("tensorboard is installed here; the message is for its absence")
-    except ImportError:
-        pass
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed: ImportError
     _run(
         [
             "digits_mlp_l2",
@@ -168,6 +165,28 @@ def test_tensorboard_without_the_package_says_so_and_keeps_csv(tmp_path, capsys)
     )
     assert "pip install tensorboard" in capsys.readouterr().err
     assert (tmp_path / "rounds.csv").is_file()
+
+
+def test_tensorboard_scalars_equal_rounds_csv(tmp_path):
+    pytest.importorskip("tensorboard")  # in the dev extra, so CI runs this test
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    argv = ["digits_mlp_l2", "--out", str(tmp_path), "--no-progress", "--no-plots"]
+    sets = ["optimizer.steps=4", "chain.rounds=2", "chain.seeds=[0, 3]", "data.subset=60"]
+    assert _run([*argv, *_sets([*sets, "logging.tensorboard=true"])]) == 0
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    with open(tmp_path / "rounds.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("train_acc_original", "train_loss_original", "target_loss", "val_acc", "test_acc"):
+            scalars = {e.step: e.value for e in events.Scalars(f"seed{row['seed']}/{key}")}
+            assert scalars[int(row["round"])] == pytest.approx(float(row[key]), rel=1e-6)
+    assert [e.step for e in events.Scalars("seed3/round1/batch_loss")] == [1, 2, 3, 4]
+    means = {e.step: e.value for e in events.Scalars("mean/test_acc")}
+    for t in (0, 1):
+        expected = sum(float(r["test_acc"]) for r in rows if int(r["round"]) == t) / 2
+        assert means[t] == pytest.approx(expected, rel=1e-6)
 
 
 def _metric_rows(out) -> list[dict[str, float]]:

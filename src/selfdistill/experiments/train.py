@@ -100,6 +100,8 @@ class _ProgressHooks:
         self.every = 1
 
     def round_start(self, seed: int, round_index: int, total_steps: int) -> None:
+        self.seed, self.round = seed, round_index
+        self.every = max(1, total_steps // 100)
         if self.show:
             self.inner = self._tqdm(
                 total=total_steps,
@@ -108,12 +110,15 @@ class _ProgressHooks:
                 leave=False,
                 position=1,
             )
-            self.every = max(1, total_steps // 100)
 
     def step(self, step: int, loss: Any) -> None:
-        if self.inner is not None and step % self.every == 0:
+        if step % self.every:
+            return
+        if self.inner is not None:
             self.inner.update(self.every)
             self.inner.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        if self.writer is not None:  # the batch loss about 100 times a round
+            self.writer.add_scalar(f"seed{self.seed}/round{self.round}/batch_loss", float(loss), step)
 
     def round_end(self, row: dict[str, Any], resumed: bool) -> None:
         if self.inner is not None:
@@ -123,12 +128,12 @@ class _ProgressHooks:
         self.outer.set_postfix(
             seed=row["seed"], round=row["round"], test_acc=f"{row['test_acc']:.3f}", resumed=resumed
         )
-        if self.writer is not None:
+        if self.writer is not None and not resumed:  # a resumed round was logged by the run that trained it
             for key in ("train_acc_original", "train_loss_original", "target_loss", "val_acc", "test_acc"):
                 self.writer.add_scalar(f"seed{row['seed']}/{key}", row[key], row["round"])
 
     def close(self) -> None:
-        self.outer.close()
+        self.outer.close()  # the writer stays open: run_experiment adds the per-round means, then closes it
 
 
 def _tensorboard_writer(config: ExperimentConfig, out: Path, is_main: bool) -> Any:
