@@ -523,3 +523,34 @@ def test_engine_multi_output_shared_c_uses_frobenius_norms():
     # naive shared-c chain on the stacked outputs: same c, same Frobenius norms
     cs, ys, _ = naive_chain(np.kron(np.eye(3), G), Y.T.ravel(), eps / 3)
     np.testing.assert_allclose(report.c_observed, cs, rtol=1e-7)
+
+
+def test_per_output_theory_is_each_columns_own_chain():
+    """per_output_c: output j is the scalar chain of column j with eps_j; theory(output=j) analyses it
+    (golden values from the independent naive chain of that column alone), up to the column's collapse."""
+    from selfdistill.kernel import self_distill
+
+    rng = np.random.default_rng(11)
+    K = 12
+    Q = random_orthogonal(rng, K)
+    G = (Q * np.linspace(0.1, 1.0, K)) @ Q.T
+    Y = rng.standard_normal((K, 2))
+    Y[:, 1] *= 0.3
+    eps = np.array([np.mean(Y[:, 0] ** 2) / 4.0**2, np.mean(Y[:, 1] ** 2) / 2.0**2])  # r0 = 4 and 2
+    result = self_distill(K * G, Y, eps, per_output_c=True)
+    for j in (0, 1):
+        report = result.theory(output=j)
+        assert report.violations == [], str(report)
+        cs, ys, _ = naive_chain(G, Y[:, j], float(eps[j]))
+        assert report.n_rounds == len(cs)
+        np.testing.assert_allclose(report.c_observed, cs, rtol=1e-7)
+        np.testing.assert_allclose(
+            report.r_observed, [np.linalg.norm(v) / math.sqrt(K * eps[j]) for v in ys], rtol=1e-7
+        )
+    assert result.theory(output=1).n_rounds < result.theory(output=0).n_rounds  # column 1 collapses first
+    with pytest.raises(ValueError, match=r"call theory\(output=j\), j in 0..1"):
+        result.theory()
+    with pytest.raises(ValueError, match="output=2 is out of range"):
+        result.theory(output=2)
+    with pytest.raises(ValueError, match="output= is for per_output_c chains"):
+        self_distill(K * G, Y, float(eps[0])).theory(output=0)

@@ -289,6 +289,24 @@ def _save_plots(result, out: Path, X: np.ndarray, kernel_fn) -> list[Path]:
     return paths
 
 
+def _write_theory(result, out: Path) -> str:
+    """theory.txt (+ theory.json; per output theory_output{j}.json with --per-output-c); returns the text."""
+    outputs = [None] if not result.per_output_c or result.n_outputs == 1 else list(range(result.n_outputs))
+    sections = []
+    for j in outputs:
+        try:
+            report = result.theory() if j is None else result.theory(output=j)
+        except ValueError as err:  # fixed-c mode: the paper's bounds do not apply
+            sections.append(f"theory report not applicable: {err}")
+            continue
+        name = "theory.json" if j is None else f"theory_output{j}.json"
+        report.to_json(out / name)
+        sections.append(str(report) if j is None else f"output {j} (its own chain, eps_{j}):\n{report}")
+    text = "\n\n".join(sections)
+    atomic_write_text(out / "theory.txt", text + "\n")
+    return text
+
+
 def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
     """Fit; warnings become one stderr line each, and a collapse at round 0 (f = 0: nothing to distill,
     almost always an epsilon too large for the labels) is an error naming the option to change."""
@@ -340,19 +358,7 @@ def main(args: argparse.Namespace) -> int:
         if X_test is not None and y_test is not None:
             test_rows = _test_rows(est, X_test, y_test)
         bar.update()
-        theory_text = None
-        try:
-            report = result.theory()
-        except ImportError:
-            report = None
-            theory_text = "theory report unavailable: selfdistill.kernel.theory is not importable"
-        except ValueError as err:  # fixed-c mode, per-output c: no bounds apply
-            report = None
-            theory_text = f"theory report not applicable: {err}"
-        if report is not None:
-            theory_text = str(report)
-            report.to_json(out / "theory.json")
-        atomic_write_text(out / "theory.txt", theory_text + "\n")
+        theory_text = _write_theory(result, out)
         bar.update()
         plots = []
         if not args.no_plots and result.n_rounds > 0:

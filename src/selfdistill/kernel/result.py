@@ -293,20 +293,52 @@ class ChainResult:
             f"stop_round={self.stop_round})"
         )
 
-    def theory(self) -> Any:
-        """The paper's bounds beside what happened: selfdistill.kernel.theory.compare_with_theory(...)."""
+    def theory(self, output: int | None = None) -> Any:
+        """The paper's bounds beside what happened: selfdistill.kernel.theory.compare_with_theory(...).
+
+        With ``per_output_c`` every output column is its own chain (its own c_t and eps): pass ``output=j``
+        for column j's rounds up to its collapse. A shared c has one theory for all outputs."""
         if self.epsilon is None or self.alpha is not None:
-            raise ValueError("theory() needs an epsilon-constrained chain (c_t must solve eq. 20)")
-        if self.per_output_c:
-            raise ValueError("theory() needs a shared c (per_output_c=False)")
+            raise ValueError(
+                "theory() needs an epsilon-constrained chain (c_t must solve eq. 20); this chain used a "
+                "fixed c (alpha), for which the paper's bounds do not apply"
+            )
         from selfdistill.kernel.theory import compare_with_theory
 
+        if not self.per_output_c:
+            if output is not None:
+                raise ValueError(
+                    "output= is for per_output_c chains; a shared c has one theory for all outputs"
+                )
+            return compare_with_theory(
+                eigenvalues=self.eigenvalues,
+                z_norms=self.z_norms,
+                c=np.asarray(self.c, dtype=float),
+                b_diag=self.b_diag,
+                epsilon=float(self.epsilon),
+                n_samples=self.n_samples,
+            )
+        m = self.n_outputs
+        if output is None and m == 1:
+            output = 0
+        if output is None or isinstance(output, bool) or not isinstance(output, (int, np.integer)):
+            raise ValueError(
+                f"per_output_c: each of the {m} outputs is its own chain; call theory(output=j), "
+                f"j in 0..{m - 1}"
+            )
+        if not 0 <= output < m:
+            raise ValueError(f"output={output} is out of range; this chain has outputs 0..{m - 1}")
+        c = self._c_matrix()[:, output]
+        finite = np.isfinite(c)  # c = inf from the round where this output collapsed
+        n_fit = c.size if finite.all() else int(np.argmax(~finite))
+        z = self._z_matrix()[: n_fit + 1, :, output]
+        b_diag = self.b_diag[:n_fit, :, output] if n_fit else np.empty((0, self.n_samples))
         return compare_with_theory(
             eigenvalues=self.eigenvalues,
-            z_norms=self.z_norms,
-            c=np.asarray(self.c, dtype=float),
-            b_diag=self.b_diag,
-            epsilon=float(self.epsilon),
+            z_norms=np.sqrt(np.sum(z * z, axis=1)),
+            c=c[:n_fit],
+            b_diag=b_diag,
+            epsilon=float(np.broadcast_to(np.asarray(self.epsilon, dtype=float), (m,))[output]),
             n_samples=self.n_samples,
         )
 
