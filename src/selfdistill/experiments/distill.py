@@ -278,17 +278,24 @@ def load_transfer_inputs(path: str | Path, input_shape: tuple[int, ...]) -> Any:
     return x
 
 
-def transfer_set(transfer: dict[str, Any], data: Any, split_seed: int) -> tuple[Any, Any, Any]:
-    """(teacher inputs, teacher labels, transfer inputs) for the ``transfer`` section (see the docstring)."""
+def transfer_set(transfer: dict[str, Any], data: Any, split_seed: int) -> tuple[Any, Any, Any, Any]:
+    """(teacher inputs, teacher labels, transfer inputs, transfer labels) for the ``transfer`` section (see
+    the module docstring). The transfer labels exist only for ``held_out`` (for a report; never trained
+    on); otherwise None."""
     import torch
 
     if transfer["source"] == "train":
-        return data.x_train, data.y_train, data.x_train
+        return data.x_train, data.y_train, data.x_train, None
     if transfer["source"] == "held_out":
         teacher_idx, transfer_idx = transfer_split(data.num_train, transfer["fraction"], split_seed)
         teacher_idx, transfer_idx = torch.as_tensor(teacher_idx), torch.as_tensor(transfer_idx)
-        return data.x_train[teacher_idx], data.y_train[teacher_idx], data.x_train[transfer_idx]
-    return data.x_train, data.y_train, load_transfer_inputs(transfer["path"], data.input_shape)
+        return (
+            data.x_train[teacher_idx],
+            data.y_train[teacher_idx],
+            data.x_train[transfer_idx],
+            data.y_train[transfer_idx],
+        )
+    return data.x_train, data.y_train, load_transfer_inputs(transfer["path"], data.input_shape), None
 
 
 
@@ -459,8 +466,7 @@ def run_distillation(
     if data.num_val == 0:
         raise ValueError("data.val_fraction: the perturbation search needs a labeled validation split (> 0)")
     check_before_training(config, data)  # every setting is validated before the teacher trains
-    teacher_x, teacher_y, transfer_x = transfer_set(config["transfer"], data, d["seed"])
-    held_out = config["transfer"]["source"] == "held_out"
+    teacher_x, teacher_y, transfer_x, transfer_y = transfer_set(config["transfer"], data, d["seed"])
 
     # 1. teacher (a given checkpoint is checked before anything is written to --out)
     teacher_factory = _model_factory(config["teacher"]["model"], data)
@@ -524,9 +530,8 @@ def run_distillation(
         "size": int(transfer_x.shape[0]),
         "teacher_train_size": int(teacher_x.shape[0]),
     }
-    if held_out:  # the transfer set's labels exist but no model is trained on them: report only
-        _, transfer_idx = transfer_split(data.num_train, config["transfer"]["fraction"], d["seed"])
-        transfer_info["teacher_accuracy"] = accuracy(transfer_logits, data.y_train[transfer_idx])
+    if transfer_y is not None:  # held out: its labels exist but no model is trained on them; report only
+        transfer_info["teacher_accuracy"] = accuracy(transfer_logits, transfer_y)
     log(
         f"teacher accuracy: val {teacher_metrics['val_accuracy']:.4f}, "
         f"test {teacher_metrics['test_accuracy']:.4f}; transfer set: {transfer_info['size']} "

@@ -214,12 +214,12 @@ def load_data(
 
 
 def _check_finite(array: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+    from selfdistill.kernel.estimator import nonfinite_rows
+
+    found = nonfinite_rows(array)
+    if found is not None:
         raise ValueError(
-            f"{what} contain {int(bad.sum())} NaN, empty or infinite value(s), in data row(s) {shown} "
+            f"{what} contain {found[0]} NaN, empty or infinite value(s), in data row(s) {found[1]} "
             "(0-based, a header row not counted); remove those rows or impute the values"
         )
 

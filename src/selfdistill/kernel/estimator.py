@@ -34,6 +34,15 @@ EXPECTED_FAILED_CHECKS_PRECOMPUTED = {
 }
 
 
+def nonfinite_rows(array: np.ndarray) -> tuple[int, str] | None:
+    """(number of NaN/inf values, the first rows holding them as text "3, 7, ...") or None if all finite."""
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return None
+    rows = np.unique(np.nonzero(bad)[0])
+    return int(bad.sum()), ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+
+
 def _require_finite(name: str, value: Any) -> int | None:
     """One-line error for NaN / inf in a numeric array (scikit-learn's own message is a paragraph).
     Returns the number of samples (rows), or None for input left to validate_data (non-numeric, sparse)."""
@@ -43,12 +52,10 @@ def _require_finite(name: str, value: Any) -> int | None:
         return None
     if arr.dtype.kind not in "biuf" or arr.ndim == 0:
         return None
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+    found = nonfinite_rows(arr)
+    if found is not None:
         raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or infinite value(s) (rows {shown}, 0-based); remove "
+            f"{name} contains {found[0]} NaN or infinite value(s) (rows {found[1]}, 0-based); remove "
             "those samples or impute the values"
         )
     return int(arr.shape[0])
