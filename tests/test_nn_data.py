@@ -1,12 +1,12 @@
 """Tests of selfdistill.nn.data: splits, normalization, label noise, augmentation, CIFAR from a folder."""
 
-import pickle
 import random
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from cifar_files import fake_cifar10, fake_cifar100
 
 from selfdistill.nn import data as data_module
 from selfdistill.nn.data import RandomCropFlip, add_symmetric_label_noise, load_data
@@ -167,51 +167,13 @@ def test_random_crop_flip_is_reproducible_and_random():
 # ---------------------------------------------------------------- CIFAR from a fake folder in the real format
 
 
-def _dump(path, obj):
-    # The official files are Python-2 pickles read with encoding="latin1", which yields str keys.
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _fake_cifar10(root, per_batch=8, n_test=10, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images, labels = [], []
-    for i in range(1, 6):
-        x = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        y = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        images.append(x)
-        labels += y
-        _dump(folder / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "data": x, "labels": y})
-    xt = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
-    yt = [int(v) for v in rng.integers(0, 10, size=n_test)]
-    _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": xt, "labels": yt})
-    _dump(folder / "batches.meta", {"label_names": [f"class{k}" for k in range(10)], "num_vis": 3072})
-    return np.concatenate(images), np.asarray(labels), xt, np.asarray(yt)
-
-
-def _fake_cifar100(root, n_train=40, n_test=12, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    x = rng.integers(0, 256, size=(n_train, 3072), dtype=np.uint8)
-    y = [int(v) for v in rng.integers(0, 100, size=n_train)]
-    xt = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
-    yt = [int(v) for v in rng.integers(0, 100, size=n_test)]
-    _dump(folder / "train", {"data": x, "fine_labels": y, "coarse_labels": [0] * n_train})
-    _dump(folder / "test", {"data": xt, "fine_labels": yt, "coarse_labels": [0] * n_test})
-    _dump(folder / "meta", {"fine_label_names": [f"c{k}" for k in range(100)], "coarse_label_names": []})
-    return x, np.asarray(y), xt, np.asarray(yt)
-
-
 def _expected_normalized(raw_rows, mean, std):
     x = raw_rows.reshape(-1, 3, 32, 32).astype(np.float64) / 255.0
     return (x - np.asarray(mean).reshape(1, 3, 1, 1)) / np.asarray(std).reshape(1, 3, 1, 1)
 
 
 def test_cifar10_from_folder_values_labels_and_augment(tmp_path):
-    x, y, xt, yt = _fake_cifar10(tmp_path)
+    x, y, xt, yt = fake_cifar10(tmp_path)
     with pytest.warns(UserWarning, match="NOT verified"):
         d = load_data("cifar10", root=tmp_path, val_fraction=0.0, verify_checksums=False)
     assert d.input_shape == (3, 32, 32) and d.num_classes == 10
@@ -228,7 +190,7 @@ def test_cifar10_from_folder_values_labels_and_augment(tmp_path):
 
 
 def test_cifar10_validation_comes_from_train_only(tmp_path):
-    _fake_cifar10(tmp_path, per_batch=20)
+    fake_cifar10(tmp_path, per_batch=20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = load_data("cifar10", root=tmp_path, val_fraction=0.2, seed=0, verify_checksums=False)
@@ -240,7 +202,7 @@ def test_cifar10_validation_comes_from_train_only(tmp_path):
 
 
 def test_cifar100_from_folder_uses_fine_labels(tmp_path):
-    x, y, xt, yt = _fake_cifar100(tmp_path)
+    x, y, xt, yt = fake_cifar100(tmp_path)
     with pytest.warns(UserWarning, match="NOT verified"):
         d = load_data("cifar100", root=tmp_path, val_fraction=0.0, verify_checksums=False)
     assert d.num_classes == 100 and (d.num_train, d.num_test) == (40, 12)
@@ -266,21 +228,21 @@ def test_cifar_missing_folder_says_what_to_put_where(tmp_path):
 
 
 def test_cifar_missing_single_file_is_named(tmp_path):
-    _fake_cifar10(tmp_path)
+    fake_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="missing: data_batch_3"):
         load_data("cifar10", root=tmp_path, verify_checksums=False)
 
 
 def test_cifar_checksum_mismatch_is_reported_by_default(tmp_path):
-    _fake_cifar10(tmp_path)
+    fake_cifar10(tmp_path)
     with pytest.raises(ValueError, match="do not match the official MD5.*verify_checksums=False"):
         load_data("cifar10", root=tmp_path)
 
 
 def test_tiny_training_pool_falls_back_to_an_unstratified_validation_split(tmp_path):
     # 40 images, 10 classes, val_fraction 0.1 -> 4 validation images: too few to stratify by class
-    _fake_cifar10(tmp_path)
+    fake_cifar10(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = load_data("cifar10", root=tmp_path, val_fraction=0.1, seed=0, verify_checksums=False)

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "label_noise": 0.0,
         "seed": 0,
         "subset": None,
+        "verify_checksums": True,
     },
     "teacher": {
         "model": {"name": "mlp"},
@@ -190,6 +191,10 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
             )
         if config["candidate_students"] > search["n_candidates"]:
             raise ValueError("candidate_students: cannot exceed search.n_candidates")
+        if not isinstance(config["data"]["verify_checksums"], bool):
+            raise ValueError(
+                f"data.verify_checksums: expected true or false, got {config['data']['verify_checksums']!r}"
+            )
         _check_transfer(config["transfer"])
         if config["device"] not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {config['device']!r}")
@@ -460,6 +465,7 @@ def run_distillation(
             label_noise=d["label_noise"],
             seed=d["seed"],
             subset=d["subset"],
+            verify_checksums=d["verify_checksums"],
         )
     except ValueError as err:
         raise ValueError(f"data: {err}") from None
