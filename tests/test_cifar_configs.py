@@ -9,20 +9,16 @@ import json
 import warnings
 
 import pytest
-import torch
 from cifar_files import fake_cifar10, fake_cifar100
 
 from selfdistill.cli import main as cli_main
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*NOT verified")  # fake files: no official MD5
         yield
-    torch.set_num_threads(old)
 
 
 def _sets(*values):

@@ -25,14 +25,6 @@ from selfdistill.nn.losses import build_loss
 from selfdistill.nn.training import TrainSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_data("digits", subset=200)

@@ -22,16 +22,6 @@ from selfdistill.nn.losses import (
     mix_targets,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # With 2 cores shared by other processes, OpenMP threads spin against each other (measured here:
-    # 2 ms per tiny-CNN step with 1 thread vs 280 ms with 2 under load); one thread keeps tests fast.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 # Row 1: logits (0, ln 3) -> softmax (1/4, 3/4), one-hot target (1, 0).
 # Row 2: logits (0, 0)    -> softmax (1/2, 1/2), soft target (1/4, 3/4).
 LOGITS = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]], dtype=torch.float64)

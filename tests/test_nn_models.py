@@ -7,16 +7,6 @@ import torch.nn.functional as F
 from selfdistill.nn.models import build_model, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # With 2 cores shared by other processes, OpenMP threads spin against each other (measured here:
-    # 2 ms per tiny-CNN step with 1 thread vs 280 ms with 2 under load); one thread keeps tests fast.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("name, input_shape, batch", [
     ("mlp", (1, 8, 8), 5),
     ("mlp", (1, 40), 5),

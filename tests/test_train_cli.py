@@ -7,7 +7,6 @@ import csv
 import json
 
 import pytest
-import torch
 import yaml
 
 from selfdistill.experiments import train as train_cmd
@@ -22,14 +21,6 @@ TRIVIAL = [
     "chain.seeds=[0, 1]",
     "data.subset=120",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _run(argv):
