@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.atomic import atomic_write_text
+from selfdistill.io import atomic_write_text
 from selfdistill.kernel import ChainResult, Spectrum, kernel_matrix, self_distill, spline_green
 
 #: the 11 labels of Section 4 (noisy sin(2 pi x) at x = 0, 0.1, ..., 1), as published with a public

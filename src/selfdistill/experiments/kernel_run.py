@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfdistill.atomic import atomic_write_csv, atomic_write_text
+from selfdistill.io import atomic_write_csv, atomic_write_text
 
 CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.atomic import atomic_write_text
+from selfdistill.io import atomic_write_text
 
 _FORMAT = "selfdistill.kernel.ChainResult"
 _VERSION = 1

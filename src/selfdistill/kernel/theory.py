@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.atomic import atomic_write_text
+from selfdistill.io import atomic_write_text
 
 #: relative tolerance used to decide whether an observed value violates a bound.
 RTOL = 1e-9

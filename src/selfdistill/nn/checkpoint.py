@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from selfdistill.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from selfdistill.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 
 __all__ = [
     "atomic_write_csv",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfdistill.atomic import atomic_write_text
+from selfdistill.io import atomic_write_text
 from selfdistill.ptloss.loss import as_epsilon, positive_int, positive_real
 from selfdistill.ptloss.proxy import (
     check_probabilities,

@@ -1,0 +1,218 @@
+"""The one persistence layer (NumPy-free, torch-free): atomic files and run folders.
+
+- Atomic writes: every write goes to a temporary file in the destination folder, is flushed to disk, then
+  moved into place with ``os.replace`` (atomic on POSIX and Windows): a run killed at any instant leaves
+  either the old file or the new one, never a truncated one. Used by every result writer of the package.
+- :class:`RunFolder`: a run owns its output folder while it writes (an exclusive ``filelock`` lock that
+  the operating system releases when the process dies, even on SIGKILL); a second run into the same
+  folder, with or without ``--overwrite``, is refused with a message naming the folder and its owner.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RunFolder",
+    "RunFolderBusy",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_text",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, creating the parent folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(value) for value in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as strict JSON atomically: NaN and infinity become null (readable by any parser)."""
+    return atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def atomic_write_csv(
+    path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> Path:
+    """Write ``rows`` (dicts) with the given column order atomically; floats keep full precision (repr)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {key: (repr(value) if isinstance(value, float) else value) for key, value in row.items()}
+        )
+    return atomic_write_text(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------------------------------- run folders
+
+LOCK_NAME = ".selfdistill.lock"
+OWNER_NAME = ".selfdistill.owner.json"
+_BOOKKEEPING = (LOCK_NAME, OWNER_NAME)
+
+
+class RunFolderBusy(ValueError):
+    """Another run holds the output folder (a ValueError: the CLI prints it as a one-line error)."""
+
+
+class RunFolder:
+    """Exclusive ownership of an output folder while one run writes to it.
+
+    ``acquire()`` (or ``with RunFolder(path) as folder:``) checks that ``path`` is not a file, creates it,
+    and takes an exclusive, non-blocking ``filelock.FileLock`` on ``path/.selfdistill.lock``. The lock is
+    an OS-level lock: it is released when the process ends, however it ends, so a killed run never leaves
+    a stale lock behind. A second process asking for the same folder gets :class:`RunFolderBusy` naming
+    the folder and the owner (pid, host, command, start time) recorded in ``.selfdistill.owner.json``.
+
+    ``clear()`` empties the folder (``--overwrite``) while the lock is held; ``is_empty()`` ignores the
+    lock's bookkeeping files. ``option`` is the command-line name of the folder used in messages.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, option: str = "--out") -> None:
+        self.path = Path(path)
+        self.option = option
+        self._lock: Any = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r}, held={self.held})"
+
+    @property
+    def held(self) -> bool:
+        return self._lock is not None and self._lock.is_locked
+
+    def _owner(self) -> str:
+        try:
+            info = json.loads((self.path / OWNER_NAME).read_text())
+            return (
+                f" (held by pid {info.get('pid')} on {info.get('host')} since {info.get('started')}: "
+                f"{info.get('command')})"
+            )
+        except (OSError, ValueError, AttributeError):
+            return ""
+
+    def acquire(self) -> RunFolder:
+        """Create the folder and take its lock; raises ValueError (RunFolderBusy when another run owns it)."""
+        from filelock import FileLock, Timeout
+
+        if self.held:
+            return self
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(
+                f"{self.option} {self.path} is a file, not a folder; choose a folder "
+                "(it is created if needed)"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(
+                f"{self.option} {self.path}: cannot create the output folder ({err.strerror or err}); "
+                "choose a writable folder"
+            ) from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"{self.option} {self.path}: the folder is not writable; choose a writable folder"
+            )
+        lock = FileLock(str(self.path / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunFolderBusy(
+                f"{self.option} {self.path} is in use by another selfdistill run{self._owner()}; wait for it "
+                f"to finish or choose another {self.option} (--overwrite does not take over a running run)"
+            ) from None
+        except OSError as err:
+            raise ValueError(
+                f"{self.option} {self.path}: cannot lock the folder ({err.strerror or err}); choose a "
+                "writable local folder"
+            ) from None
+        self._lock = lock
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv) or sys.executable,
+        }
+        try:
+            atomic_write_json(self.path / OWNER_NAME, owner)
+        except OSError:
+            pass  # the owner record only improves the message of a refused second run
+        return self
+
+    def release(self) -> None:
+        """Give the folder up (the owner record goes with it)."""
+        if self._lock is None:
+            return
+        try:
+            (self.path / OWNER_NAME).unlink(missing_ok=True)
+        finally:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def entries(self) -> list[Path]:
+        """What the folder holds, without the lock's own bookkeeping files."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.name not in _BOOKKEEPING)
+
+    def is_empty(self) -> bool:
+        return not self.entries()
+
+    def clear(self) -> None:
+        """Remove everything in the folder (for ``--overwrite``); only while holding the lock."""
+        if not self.held:
+            raise RuntimeError("RunFolder.clear() needs the folder's lock: call acquire() first")
+        for entry in self.entries():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()

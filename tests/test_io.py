@@ -1,0 +1,127 @@
+"""The shared atomic writers: finished files are never half-written, JSON stays strict."""
+
+import json
+import math
+
+import pytest
+
+from selfdistill.io import atomic_write_csv, atomic_write_json, atomic_write_text
+
+
+def test_json_is_strict_with_non_finite_numbers_as_null(tmp_path):
+    path = atomic_write_json(tmp_path / "a" / "r.json", {"x": [1.5, math.nan, (math.inf, 2)], "y": -math.inf})
+    assert json.loads(path.read_text()) == {"x": [1.5, None, [None, 2]], "y": None}
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+
+
+def test_csv_keeps_full_float_precision_and_column_order(tmp_path):
+    value = 0.1 + 0.2
+    path = atomic_write_csv(tmp_path / "t.csv", [{"b": value, "a": 1}], ["a", "b"])
+    header, row = path.read_text().splitlines()
+    assert header == "a,b" and float(row.split(",")[1]) == value
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = atomic_write_text(tmp_path / "f.txt", "old")
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"not serializable": object()})
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+# ------------------------------------------------------------------------------------------- run folders
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from selfdistill.io import RunFolder, RunFolderBusy  # noqa: E402
+
+_HOLDER = """
+import sys, time
+from selfdistill.io import RunFolder
+folder = RunFolder(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def _hold_in_subprocess(path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_folder_and_the_message_names_it(tmp_path):
+    out = tmp_path / "run"
+    proc = _hold_in_subprocess(out)
+    try:
+        with pytest.raises(RunFolderBusy, match=str(out)) as info:
+            RunFolder(out).acquire()
+        assert f"pid {proc.pid}" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_owner_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "run"
+    proc = _hold_in_subprocess(out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while True:  # the kernel drops the lock with the process
+        try:
+            with RunFolder(out) as folder:
+                assert folder.held
+            break
+        except RunFolderBusy:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_two_owners_in_one_process_conflict_and_release_frees_the_folder(tmp_path):
+    first = RunFolder(tmp_path / "run").acquire()
+    with pytest.raises(RunFolderBusy):
+        RunFolder(tmp_path / "run").acquire()
+    first.release()
+    with RunFolder(tmp_path / "run") as second:
+        assert second.held
+    assert not second.held
+
+
+def test_clear_empties_the_folder_but_keeps_the_lock(tmp_path):
+    out = tmp_path / "run"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "a.png").write_text("x")
+    (out / "rounds.csv").write_text("x")
+    with RunFolder(out) as folder:
+        assert not folder.is_empty()
+        folder.clear()
+        assert folder.is_empty() and folder.held
+        with pytest.raises(RunFolderBusy):
+            RunFolder(out).acquire()
+    with pytest.raises(RuntimeError, match="acquire"):
+        RunFolder(out).clear()
+
+
+def test_a_file_or_an_unwritable_place_is_refused_with_one_line(tmp_path):
+    afile = tmp_path / "f.txt"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        RunFolder(afile).acquire()
+    with pytest.raises(ValueError, match="cannot create the output folder"):
+        RunFolder(afile / "below").acquire()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            with pytest.raises(ValueError, match="not writable"):
+                RunFolder(locked / "x").acquire()
+        finally:
+            locked.chmod(0o700)
