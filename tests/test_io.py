@@ -5,13 +5,44 @@ import math
 
 import pytest
 
-from selfdistill.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from selfdistill.io import (
+    atomic_save_figure,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    from_jsonable,
+)
 
 
-def test_json_is_strict_with_non_finite_numbers_as_null(tmp_path):
-    path = atomic_write_json(tmp_path / "a" / "r.json", {"x": [1.5, math.nan, (math.inf, 2)], "y": -math.inf})
-    assert json.loads(path.read_text()) == {"x": [1.5, None, [None, 2]], "y": None}
-    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+def test_json_has_one_strict_policy_nan_null_inf_string_and_round_trips(tmp_path):
+    import numpy as np
+
+    obj = {"x": [1.5, math.nan, (math.inf, 2)], "y": -math.inf, 3: np.array([np.inf, 0.5])}
+    obj["z"] = np.float32(2)
+    path = atomic_write_json(tmp_path / "a" / "r.json", obj)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text)  # the standard library's strict reader
+    assert loaded == {"x": [1.5, None, ["inf", 2]], "y": "-inf", "3": ["inf", 0.5], "z": 2.0}
+    back = from_jsonable(loaded["x"])
+    assert math.isnan(back[1]) and back[2] == [math.inf, 2] and from_jsonable(loaded["y"]) == -math.inf
+
+
+def test_figures_are_written_atomically_and_a_failed_save_keeps_the_old_file(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    path = atomic_save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    old = path.read_bytes()
+    with pytest.raises(TypeError):
+        atomic_save_figure(fig, path, format_that_does_not_exist=1)
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+    plt.close(fig)
 
 
 def test_csv_keeps_full_float_precision_and_column_order(tmp_path):

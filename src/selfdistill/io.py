@@ -27,10 +27,14 @@ from typing import Any
 __all__ = [
     "RunFolder",
     "RunFolderBusy",
+    "atomic_save_figure",
     "atomic_write_bytes",
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_text",
+    "from_jsonable",
+    "json_text",
+    "to_jsonable",
 ]
 
 
@@ -59,19 +63,65 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {key: _finite_or_none(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(value) for value in obj]
-    return obj
+def to_jsonable(value: Any) -> Any:
+    """The package's one JSON policy: plain, strict JSON that any parser reads and that round-trips.
+
+    NaN becomes ``null``; +inf and -inf become the strings ``"inf"`` and ``"-inf"`` (read them back with
+    :func:`from_jsonable`); arrays, tensors and NumPy scalars (anything with ``tolist``) become lists and
+    numbers; tuples become lists; mapping keys become strings; paths become strings.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars, torch tensors
+        return to_jsonable(value.tolist())
+    return value  # json.dumps raises TypeError for anything else
+
+
+def from_jsonable(value: Any) -> Any:
+    """Undo :func:`to_jsonable`'s float encoding in nested lists: ``null`` -> NaN, ``"inf"`` -> inf."""
+    if isinstance(value, list):
+        return [from_jsonable(item) for item in value]
+    if value is None:
+        return math.nan
+    if value == "inf":
+        return math.inf
+    if value == "-inf":
+        return -math.inf
+    return value
+
+
+def json_text(obj: Any, *, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text under the package's one policy (:func:`to_jsonable`)."""
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
-    """Write ``obj`` as strict JSON atomically: NaN and infinity become null (readable by any parser)."""
-    return atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False) + "\n")
+    """Write ``obj`` as strict JSON (:func:`to_jsonable`: NaN -> null, inf -> "inf") atomically."""
+    return atomic_write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def atomic_save_figure(
+    fig: Any, path: str | os.PathLike[str], *, dpi: int = 120, **savefig_kwargs: Any
+) -> Path:
+    """Save a matplotlib figure atomically (rendered in memory, then moved into place); returns the path."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, **savefig_kwargs)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_csv(

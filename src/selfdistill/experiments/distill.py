@@ -39,6 +39,7 @@ from selfdistill.experiments.config import (
     read_yaml,
     resolve_config_path,
 )
+from selfdistill.io import atomic_save_figure, to_jsonable
 
 DEFAULTS: dict[str, Any] = {
     "name": "distill",
@@ -448,7 +449,7 @@ def run_distillation(
     check_out_is_folder(out)
     previous = load_json(snapshot_path) if not overwrite else None
     if previous is not None:
-        differences = config_differences(previous, _jsonable(config), ignore=("name", "data.root"))
+        differences = config_differences(previous, to_jsonable(config), ignore=("name", "data.root"))
         if differences:
             raise ValueError(
                 f"--out {out} holds a run with a different config, so it cannot be resumed:\n  "
@@ -498,7 +499,7 @@ def run_distillation(
     if overwrite:
         for name in ("runs.json", "teacher.pt", "candidates.json"):
             (out / name).unlink(missing_ok=True)
-    atomic_write_json(snapshot_path, _jsonable(config))
+    atomic_write_json(snapshot_path, to_jsonable(config))
     if payload is not None:
         log(f"teacher loaded from {teacher_path}")
     else:
@@ -706,7 +707,7 @@ def _plot_candidates(rows: list[dict[str, Any]], search: Any, path: Path) -> Non
     ax.set_xlabel(f"proxy-teacher {search.criterion} on the validation split (lower is better)")
     ax.set_ylabel("student test accuracy (PTLoss)")
     ax.set_title("Validation score vs student accuracy across eps candidates")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -718,12 +719,6 @@ def load_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _jsonable(config: dict[str, Any]) -> Any:
-    import json
-
-    return json.loads(json.dumps(config))
 
 
 def _transfer_line(transfer: dict[str, Any] | None) -> str:

@@ -13,15 +13,13 @@ NumPy only (matplotlib for the plots); seconds.
 from __future__ import annotations
 
 import io
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from selfdistill.io import atomic_write_text
+from selfdistill.io import atomic_save_figure, atomic_write_json, atomic_write_text
 from selfdistill.kernel import ChainResult, Spectrum, kernel_matrix, self_distill, spline_green
 
 #: the 11 labels of Section 4 (noisy sin(2 pi x) at x = 0, 0.1, ..., 1), as published with a public
@@ -117,13 +115,6 @@ def _write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> Path
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    return path
-
-
 def write_tables(run: Section4Run, folder: Path) -> dict[str, Path]:
     """data.csv, fits.csv, b_diag.csv, rounds.csv and theory.json."""
     chain = run.chain
@@ -189,7 +180,7 @@ def plot_figure2(run: Section4Run, path: Path) -> Path:
     ax_f.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax_f.grid(alpha=0.3)
     fig.suptitle("Figure 2 (Mobahi et al. 2020, Section 4): self-distillation rounds with the spline kernel")
-    return _save_figure(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 def plot_figure3(run: Section4Run, path: Path) -> Path:
@@ -232,7 +223,7 @@ def plot_figure3(run: Section4Run, path: Path) -> Path:
         f"Figure 3: diagonal of $B_t$ = prod $A_i$, {run.description}, "
         f"$\\epsilon$ = {run.epsilon:g}{null_note}"
     )
-    return _save_figure(fig, path)
+    return atomic_save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,6 +289,6 @@ def reproduce_section4(
             + ("no violated bound" if not violations else f"{len(violations)} VIOLATED bound(s)")
             + (f", t_low = {run.report.t_low:.2g} (vacuous)" if run.report.t_low < 1 else "")
         )
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(out_dir / "summary.json", summary)
     print("\n".join(lines))
     return summary

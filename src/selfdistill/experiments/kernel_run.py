@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from selfdistill.io import atomic_write_csv, atomic_write_text
+from selfdistill.io import atomic_save_figure, atomic_write_csv, atomic_write_json, atomic_write_text
 
 CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
@@ -279,12 +278,12 @@ def _save_plots(result, out: Path, X: np.ndarray, kernel_fn) -> list[Path]:
     figures = {"c.png": result.plot_c, "norms.png": result.plot_norms, "b_diag.png": result.plot_b_diag}
     for name, make in figures.items():
         fig = make()
-        fig.savefig(out / name, dpi=120)
+        atomic_save_figure(fig, out / name)
         paths.append(out / name)
     if X.shape[1] == 1 and kernel_fn is not None:
         grid = np.linspace(X.min(), X.max(), 400)[:, None]
         fig = result.plot_fits(X[:, 0], grid[:, 0], kernel_fn(grid, X))
-        fig.savefig(out / "fits.png", dpi=120)
+        atomic_save_figure(fig, out / "fits.png")
         paths.append(out / "fits.png")
     return paths
 
@@ -372,14 +371,11 @@ def main(args: argparse.Namespace) -> int:
         result.to_csv(out / "rounds.csv")
         if test_rows is not None:
             atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
-        atomic_write_text(
+        atomic_write_json(
             out / "run.json",
-            json.dumps(
-                {"argv": sys.argv[1:], "K": K,
-                 "epsilon_used": None if est.epsilon_ is None else np.ravel(est.epsilon_).tolist(),
-                 "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
-                indent=2,
-            ),
+            {"argv": sys.argv[1:], "K": K,
+             "epsilon_used": None if est.epsilon_ is None else np.ravel(est.epsilon_),
+             "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
         )  # fmt: skip
         bar.update()
     print(result)

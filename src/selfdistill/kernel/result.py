@@ -17,47 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.io import atomic_write_text
+from selfdistill.io import atomic_write_json, atomic_write_text, from_jsonable, to_jsonable
 
 _FORMAT = "selfdistill.kernel.ChainResult"
 _VERSION = 1
 
 
-def _to_jsonable(value: Any) -> Any:
-    """Arrays -> nested lists; non-finite floats -> null or 'inf' / '-inf': the file is plain JSON."""
-    if isinstance(value, np.ndarray):
-        return _to_jsonable(value.tolist())
-    if isinstance(value, list | tuple):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        if np.isnan(v):
-            return None
-        if np.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _from_json_array(value: Any) -> np.ndarray:
-    def conv(v: Any) -> Any:
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        if v is None:
-            return np.nan
-        if v == "inf":
-            return np.inf
-        if v == "-inf":
-            return -np.inf
-        return v
-
-    return np.asarray(conv(value), dtype=float)
+    return np.asarray(from_jsonable(value), dtype=float)
 
 
 @dataclass
@@ -351,22 +318,22 @@ class ChainResult:
             "status": self.status,
             "stop_round": self.stop_round,
             "message": self.message,
-            "epsilon": _to_jsonable(self.epsilon),
+            "epsilon": to_jsonable(self.epsilon),
             "alpha": self.alpha,
             "per_output_c": self.per_output_c,
-            "eigenvalues": _to_jsonable(self.eigenvalues),
-            "eigenvectors": _to_jsonable(self.eigenvectors) if include_eigenvectors else None,
-            "c": _to_jsonable(self.c),
-            "z": _to_jsonable(self.z),
-            "labels": _to_jsonable(self.labels),
-            "timings": _to_jsonable(self.timings),
-            "summary": _to_jsonable(self.table()),
+            "eigenvalues": to_jsonable(self.eigenvalues),
+            "eigenvectors": to_jsonable(self.eigenvectors) if include_eigenvectors else None,
+            "c": to_jsonable(self.c),
+            "z": to_jsonable(self.z),
+            "labels": to_jsonable(self.labels),
+            "timings": to_jsonable(self.timings),
+            "summary": to_jsonable(self.table()),
         }
 
     def to_json(self, path: str | os.PathLike, include_eigenvectors: bool = True) -> Path:
         """Write plain JSON (atomically: temp file then os.replace). Eigenvectors are K^2 numbers; leave
         them out (include_eigenvectors=False) to save space, at the cost of predict()."""
-        return atomic_write_text(path, json.dumps(self.to_dict(include_eigenvectors), allow_nan=False))
+        return atomic_write_json(path, self.to_dict(include_eigenvectors), indent=None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChainResult:

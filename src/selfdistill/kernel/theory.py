@@ -15,7 +15,6 @@ Theorem 5 compares logarithms with tolerance RTOL.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.io import atomic_write_text
+from selfdistill.io import atomic_write_text, json_text, to_jsonable
 
 #: relative tolerance used to decide whether an observed value violates a bound.
 RTOL = 1e-9
@@ -285,23 +284,6 @@ def _holds_upper(observed: np.ndarray, upper: np.ndarray, tol: Any = RTOL, floor
     return np.asarray(observed <= upper + tol * _scale(observed, upper, floor))
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: arrays to lists, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 @dataclass(frozen=True)
 class TheoryReport:
     """Every bound of the paper beside the observed chain. Round t = 0..T-1 are the fitted rounds.
@@ -454,11 +436,11 @@ class TheoryReport:
             violations=self.violations,
             rtol=RTOL,
         )
-        return _jsonable(data)
+        return to_jsonable(data)
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """JSON text (strict: no NaN); written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        text = json_text(self.to_dict())
         if path is not None:
             atomic_write_text(path, text + "\n")
         return text

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfdistill.io import atomic_save_figure
+
 __all__ = [
     "RoundSummary",
     "plot_compare",
@@ -145,11 +147,7 @@ def _finish(fig, ax_list, title: str | None, note: str, path: Path) -> Path:
     heading = f"{title}  ({note})" if title else note
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def _has_values(table: dict[str, np.ndarray], column: str) -> bool:
@@ -247,12 +245,7 @@ def plot_early_stopping(es_csv: str | Path, out_dir: str | Path, title: str | No
     note = _seeds_note(table) + "; numbers = round"
     ax.set_title(f"{title}\n({note})" if title else note, fontsize=10)
     fig.tight_layout()
-    out = Path(out_dir) / "early_stopping.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(out)
-    return [out]
+    return [atomic_save_figure(fig, Path(out_dir) / "early_stopping.png")]
 
 
 def plot_compare(runs: Sequence[tuple[str, str | Path]], out_path: str | Path,

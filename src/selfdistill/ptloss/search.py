@@ -17,7 +17,6 @@ discarded.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfdistill.io import atomic_write_text
+from selfdistill.io import atomic_save_figure, atomic_write_json, atomic_write_text
 from selfdistill.ptloss.loss import as_epsilon, positive_int, positive_real
 from selfdistill.ptloss.proxy import (
     check_probabilities,
@@ -127,7 +126,7 @@ class PerturbationSearchResult:
 
     def to_json(self, path: str | Path, include_epsilons: bool = True) -> Path:
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(include_epsilons), indent=2))
+        atomic_write_json(path, self.to_dict(include_epsilons))
         return path
 
     def to_csv(self, path: str | Path) -> Path:
@@ -215,9 +214,7 @@ class PerturbationSearchResult:
         ax.set_title("PTLoss perturbation search")
         ax.legend(loc="best", fontsize="small")
         if path is not None:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            ax.figure.savefig(target, dpi=120, bbox_inches="tight")
+            atomic_save_figure(ax.figure, path, bbox_inches="tight")
             if fig is not None:
                 plt.close(fig)
         return ax
