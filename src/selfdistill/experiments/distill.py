@@ -16,7 +16,7 @@ Steps (every result lands in --out; a run that is interrupted resumes where it s
   5. optionally, students trained with PTLoss for a few candidates spread over the score range, and a plot
      of the validation score against the student's test accuracy (candidates.csv / candidates.png).
 
-PTLoss is this project's definition (selfdistill.ptloss; Zhang et al. 2024, see shared/reference/ptloss.md).
+PTLoss is this project's definition (selfdistill.ptloss; Zhang et al. 2024, see docs/specs/ptloss.md).
 Shipped configs: distill_digits (CPU, about a minute), distill_cifar100 (GPU; needs --data-root).
 """
 

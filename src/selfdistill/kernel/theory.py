@@ -1,7 +1,7 @@
 """The bounds of Mobahi, Farajtabar, Bartlett (2020), each a small function with its equation number,
 and ``compare_with_theory``: every bound beside what a chain of rounds actually did.
 
-Notation (see /work/shared/reference/self-distillation-theory.md): G = V diag(d) V^T with the 1/K inside,
+Notation (see docs/specs/self-distillation-theory.md): G = V diag(d) V^T with the 1/K inside,
 z_t = V^T y_t, r_t = ||z_t|| / sqrt(K eps), kappa = d_max / d_min over the POSITIVE eigenvalues,
 A_t = diag(d / (c_t + d)) (29)-(30), B_t = prod_{i<=t} A_i (45).
 

@@ -6,7 +6,7 @@
     q = proxy_teacher(teacher_probs, epsilon)                           # (N, C) -> (N, C)
     result = select_perturbation(teacher_probs_val, labels_val, M=5, n_candidates=200)
 
-The definitions are this project's (``shared/reference/ptloss.md``): see :mod:`selfdistill.ptloss.loss`.
+The definitions are this project's (``docs/specs/ptloss.md``): see :mod:`selfdistill.ptloss.loss`.
 """
 
 from selfdistill.ptloss.loss import PTLoss, as_epsilon, pt_loss

@@ -1,6 +1,6 @@
 """PTLoss: knowledge distillation with a perturbed KL loss (Zhang et al., KDD 2024, arXiv 2305.05010).
 
-This is the project's definition (``shared/reference/ptloss.md``; the paper body and code were not available,
+This is the project's definition (``docs/specs/ptloss.md``; the paper body and code were not available,
 so it was derived from the abstract, a summary and the public reviews and checked numerically). Write
 ``u_k = 1 - p_s,k``. The Maclaurin series ``-log p = sum_{m>=1} u^m / m`` makes the cross-entropy part of
 KL(p_t || p_s) a power series in ``u_k``; PTLoss perturbs the coefficients of its first M terms:
