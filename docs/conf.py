@@ -93,6 +93,8 @@ html_theme_options = {
     "header_links_before_dropdown": 6,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
 }
+# pages without sub-pages: no (empty) section navigation on the left
+html_sidebars = {page: [] for page in ("index", "getting-started", "concepts", "results")}
 html_show_sourcelink = True
 html_last_updated_fmt = None
 
