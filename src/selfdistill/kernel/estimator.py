@@ -87,8 +87,8 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     n_rounds : number of rounds to fit (round 0 included); None: until collapse (at most max_rounds).
     alpha : fixed-c mode: every round is KernelRidge(alpha) on the previous round's predictions (c = alpha/K);
         epsilon then only detects collapse. With epsilon=None and n_rounds given there is no collapse test:
-        exactly n_rounds rounds are fitted (epsilon_ is None); with n_rounds=None the default epsilon stops
-        the chain.
+        exactly n_rounds rounds are fitted (``epsilon_`` is None); with n_rounds=None the default epsilon
+        stops the chain.
     per_output_c : multi-output labels share one c per round by default (constraint on the sum over
         outputs); True gives each output column its own c.
     gamma, degree, coef0, kernel_params : kernel parameters, as in sklearn.kernel_ridge.KernelRidge.
@@ -97,7 +97,8 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     result_ : ChainResult (per-round table, B_t, plots, JSON, theory()).
-    c_ : ndarray (n_rounds_,) (or (n_rounds_, n_outputs) with per_output_c): c_t, paper convention G = Kxx/K.
+    c_ : ndarray ``(n_rounds_,)`` (or ``(n_rounds_, n_outputs)`` with per_output_c): c_t, paper convention
+        G = Kxx/K.
     n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0).
     epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).
     X_fit_ : training inputs (the kernel's second argument).

@@ -129,22 +129,27 @@ def self_distill(
 ) -> ChainResult:
     """Exact multi-round kernel self-distillation (Mobahi et al. 2020) from ONE eigendecomposition.
 
-    gram: the RAW kernel matrix [g(x_j, x_k)] (no 1/K), or a precomputed ``Spectrum`` (reuse one eigh
+    Parameters
+    ----------
+    gram : the RAW kernel matrix [g(x_j, x_k)] (no 1/K), or a precomputed ``Spectrum`` (reuse one eigh
         across many epsilons).
-    y: labels, shape (K,) or (K, m) for m outputs (one regression per column, same regularizer).
-    epsilon: the constraint (1/K) sum_k (f(x_k) - y_k)^2 <= eps of eq. (1). With several outputs and a
+    y : labels, shape (K,) or (K, m) for m outputs (one regression per column, same regularizer).
+    epsilon : the constraint (1/K) sum_k (f(x_k) - y_k)^2 <= eps of eq. (1). With several outputs and a
         shared c (the DEFAULT) the constraint is on the sum over outputs, (1/K) sum_k ||f(x_k) - y_k||^2
         <= eps, so one c_t serves all columns; per_output_c=True solves each column with its own c
         (epsilon may then be one value per column).
-    n_rounds: rounds to fit (round 0 fits y); None runs until collapse (at most max_rounds).
-    alpha: fixed-c mode: every round is plain kernel ridge with c = alpha / K, i.e. what
+    n_rounds : rounds to fit (round 0 fits y); None runs until collapse (at most max_rounds).
+    alpha : fixed-c mode: every round is plain kernel ridge with c = alpha / K, i.e. what
         sklearn.kernel_ridge.KernelRidge(alpha=alpha) does on the raw matrix, applied to the previous
         round's predictions. epsilon is then optional and only used to detect collapse; give n_rounds
         or epsilon.
-    on_infeasible: "report" (return a ChainResult with status "infeasible") or "raise" (ValueError).
+    on_infeasible : "report" (return a ChainResult with status "infeasible") or "raise" (ValueError).
 
-    Returns a ChainResult: c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t
-    diagonals, training predictions, status ("completed", "collapsed", "infeasible", "max_rounds").
+    Returns
+    -------
+    ChainResult
+        c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t diagonals, training
+        predictions, status ("completed", "collapsed", "infeasible", "max_rounds").
     """
     t_start = time.perf_counter()
     if isinstance(gram, Spectrum):

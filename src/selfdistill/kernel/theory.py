@@ -6,7 +6,7 @@ z_t = V^T y_t, r_t = ||z_t|| / sqrt(K eps), kappa = d_max / d_min over the POSIT
 A_t = diag(d / (c_t + d)) (29)-(30), B_t = prod_{i<=t} A_i (45).
 
 NumPy only. Tolerances: a bound "holds" when observed >= lower - tol * scale (resp. <= upper + ...),
-scale = max(|observed|, |bound|), tol = RTOL = 1e-9, with two documented widenings for round-off:
+``scale = max(|observed|, |bound|)``, tol = RTOL = 1e-9, with two documented widenings for round-off:
 r-valued bounds (Prop 3, step form) use scale >= 1 (r is computed to absolute accuracy ~1e-16 r_0), and
 the bracket (23)-(24) uses tol = RTOL + 8 u r_t / (r_t - 1) (u = machine epsilon), because
 ||z_t|| - sqrt(K eps) loses digits as r_t -> 1 (then c_t itself is ill-determined).

@@ -362,15 +362,16 @@ def load_data(name: str, *, root: str | Path | None = None, val_fraction: float 
               verify_checksums: bool = True) -> DataSplits:
     """Load a data set by name into train / validation / test tensors (see the module docstring).
 
-    Args:
-        name: one of ``DATASET_NAMES``.
-        root: folder holding ``cifar-10-batches-py/`` or ``cifar-100-python/`` (CIFAR only).
-        val_fraction: fraction of the training pool held out (stratified) as validation, in [0, 1).
-        label_noise: fraction of TRAINING examples whose label is replaced by a uniformly random other
-            class (symmetric noise, seeded); validation and test labels stay clean.
-        seed: seeds the splits and the label noise.
-        subset: keep only the first ``subset`` training examples (after the validation split).
-        verify_checksums: CIFAR only; see the module docstring.
+    Parameters
+    ----------
+    name : one of ``DATASET_NAMES``.
+    root : folder holding ``cifar-10-batches-py/`` or ``cifar-100-python/`` (CIFAR only).
+    val_fraction : fraction of the training pool held out (stratified) as validation, in [0, 1).
+    label_noise : fraction of TRAINING examples whose label is replaced by a uniformly random other
+        class (symmetric noise, seeded); validation and test labels stay clean.
+    seed : seeds the splits and the label noise.
+    subset : keep only the first ``subset`` training examples (after the validation split).
+    verify_checksums : CIFAR only; see the module docstring.
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in DATASET_NAMES:
