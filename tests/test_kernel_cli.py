@@ -73,11 +73,11 @@ def test_npz_with_test_set_rbf_relative_epsilon_fixed_rounds(tmp_path, run_cli):
 def test_separate_label_file_multi_output_and_fixed_c(tmp_path, run_cli):
     x, y = _data(seed=2)
     Y = np.column_stack([y, np.cos(2 * np.pi * x)])
-    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")
+    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")  # no header line
     np.savetxt(tmp_path / "Y.csv", Y, delimiter=",")
     out = tmp_path / "o"
     rc = run_cli("--data", tmp_path / "X.csv", "--labels", tmp_path / "Y.csv", "--alpha", 0.5, "--rounds", 3,
-                 "--kernel", "laplacian", "--gamma", 2, "--out", out)  # fmt: skip
+                 "--kernel", "laplacian", "--gamma", 2, "--out", out, "--no-header")  # fmt: skip
     assert rc == 0
     result = ChainResult.from_json(out / "result.json")
     assert result.n_rounds == 3 and result.labels.shape == (20, 2)
@@ -96,7 +96,7 @@ def test_user_errors_are_reported_without_traceback(tmp_path, run_cli, capsys):
     paper_x = np.linspace(0, 1, 11)
     paper = tmp_path / "paper.csv"
     labels = np.sin(2 * np.pi * paper_x) + np.r_[0.4, np.zeros(9), 0.6]  # nonzero where the kernel vanishes
-    np.savetxt(paper, np.column_stack([paper_x, labels]), delimiter=",")
+    np.savetxt(paper, np.column_stack([paper_x, labels]), delimiter=",", header="x,y", comments="")
     assert run_cli("--data", paper, "--kernel", "spline", "--epsilon", 0.01, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "infeasible" in err and "epsilon >" in err
@@ -143,9 +143,15 @@ def test_csv_bad_cells_name_file_row_and_column(tmp_path, run_cli, capsys):
     bad.write_text("x,y\ninf,1\n0.2,3\n0.3,2\n")
     assert run_cli("--data", bad, "--out", out) == 2
     assert "the features (X) contain 1 NaN, empty or infinite" in _one_error_line(capsys)
-    bad.write_text("x,y\n0.1,1\n0.2,NA\n0.3,2\n")
+    bad.write_text("x,y\n0.1,1\n0.2,NA\n0.3,2\n")  # pandas' missing-value marker
     assert run_cli("--data", bad, "--out", out) == 2
-    assert "line 3, column 'y': non-numeric value 'NA'" in _one_error_line(capsys)
+    assert "the labels (y) contain 1 NaN, empty or infinite value(s), in data row(s) 1 " in _one_error_line(
+        capsys
+    )
+    bad.write_text("x,y\n0.1,1\n0.2,abc\n0.3,2\n")
+    assert run_cli("--data", bad, "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert "data row 1 (0-based, the header not counted), column 'y': non-numeric value 'abc'" in err
     assert not out.exists()  # nothing written for a failed run
 
 
@@ -166,7 +172,7 @@ def test_npz_shape_mismatches_and_npz_test_file(tmp_path, run_cli, capsys):
         np.savez(tmp_path / "d.npz", **arrays)
         assert run_cli("--data", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
         assert expected in _one_error_line(capsys)
-    np.savetxt(tmp_path / "t.csv", np.column_stack([X, y]), delimiter=",")
+    np.savetxt(tmp_path / "t.csv", np.column_stack([X, y]), delimiter=",", header="x,y", comments="")
     assert run_cli("--data", tmp_path / "t.csv", "--test", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
     assert "expected a CSV file" in _one_error_line(capsys)
 
@@ -174,7 +180,7 @@ def test_npz_shape_mismatches_and_npz_test_file(tmp_path, run_cli, capsys):
 def test_collapse_at_round_zero_is_an_error_naming_epsilon(tmp_path, run_cli, capsys):
     x, y = _data()
     data = tmp_path / "t.csv"
-    np.savetxt(data, np.column_stack([x, y]), delimiter=",")
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="x,y", comments="")
     energy = np.mean(y**2)
     assert run_cli("--data", data, "--epsilon", 5, "--out", tmp_path / "o") == 2
     err = _one_error_line(capsys)
