@@ -120,6 +120,8 @@ def test_help_lists_the_options(run_cli, capsys):
         "--rounds",
         "--alpha",
         "--out",
+        "--overwrite",
+        "--no-header",
     ):
         assert flag in text
 
@@ -305,6 +307,8 @@ BAD_INPUTS = {
     "epsilon nan": ("d.csv", "x,y\n0.1,1\n", ["--epsilon", "nan"], "--epsilon nan must be a finite number"),
     "rounds 0": ("d.csv", "x,y\n0.1,1\n", ["--rounds", "0"], "--rounds 0 must be >= 1"),
     "unknown kernel": ("d.csv", "x,y\n0.1,1\n", ["--kernel", "foo"], "--kernel 'foo' is unknown; use one of"),
+    "spline outside [0, 1]": ("d.csv", "x,y\n0.1,1\n1.5,2\n", ["--kernel", "spline"], "--kernel spline: "),
+    "kernel overflow": ("d.csv", "x,y\n1e110,1\n2e110,2\n", ["--kernel", "polynomial"], "kernel overflows"),
 }
 
 

@@ -514,7 +514,7 @@ def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace)
                     "entries (the kernel overflows on these features); rescale the features, e.g. "
                     "standardize each column, or change --gamma / --degree / --coef0"
                 ) from None
-            raise
+            raise ValueError(f"--data {args.data} with --kernel {args.kernel}: {err}") from None
     result = est.result_
     if result.n_rounds == 0 and result.collapsed:
         energy = float(result.mean_square_labels[0])
