@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -493,12 +494,14 @@ def _warnings_to_stderr() -> Iterator[None]:
     """Each warning raised inside becomes one stderr line (a round-0 collapse is an error, raised later)."""
     from selfdistill.kernel import CollapseWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if not issubclass(w.category, CollapseWarning):
-            print(f"selfdistill kernel: warning: {w.message}", file=sys.stderr)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when an error follows: the warning may explain it
+        for w in caught:
+            if not issubclass(w.category, CollapseWarning):
+                print(f"selfdistill kernel: warning: {w.message}", file=sys.stderr)
 
 
 def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
@@ -552,8 +555,16 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args, folder: RunFolder, X, y, X_test, y_test):
-    """Fit, then (the folder cleared first with --overwrite) write every file of the run atomically."""
+def _run(
+    args: argparse.Namespace,
+    folder: RunFolder,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+) -> tuple[Any, Any, list[dict[str, float]] | None, list[Path], str]:
+    """Fit, then (the folder cleared first with --overwrite) write every file of the run atomically;
+    returns (ChainResult, fitted estimator, test rows or None, plot paths, theory text)."""
     from tqdm.auto import tqdm
 
     from selfdistill.kernel import KernelSelfDistillation
