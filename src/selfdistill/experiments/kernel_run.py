@@ -507,7 +507,7 @@ def _warnings_to_stderr() -> Iterator[None]:
 def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
     """Fit; a collapse at round 0 (f = 0: nothing to distill, almost always an epsilon too large for the
     labels) is an error naming the option to change, and so is a kernel matrix that overflows."""
-    with _warnings_to_stderr():
+    with _warnings_to_stderr(), np.errstate(over="ignore", invalid="ignore"):  # non-finite: checked in fit
         try:
             est.fit(X, y)
         except ValueError as err:
