@@ -156,3 +156,56 @@ def test_a_file_or_an_unwritable_place_is_refused_with_one_line(tmp_path):
                 RunFolder(locked / "x").acquire()
         finally:
             locked.chmod(0o700)
+
+
+def test_refuse_if_not_empty_names_the_folder_its_entries_and_the_fix(tmp_path):
+    out = tmp_path / "run"
+    with RunFolder(out) as folder:
+        folder.refuse_if_not_empty("use --overwrite")  # only the lock's bookkeeping: empty
+        (out / "rounds.csv").write_text("x")
+        expected = r"^--out .*run is not empty \(it holds rounds.csv\); use --overwrite$"
+        with pytest.raises(ValueError, match=expected):
+            folder.refuse_if_not_empty("use --overwrite")
+
+
+def test_abandon_removes_only_a_folder_this_run_created_and_left_empty(tmp_path):
+    created = RunFolder(tmp_path / "new" / "run").acquire()
+    assert created.created
+    created.abandon()
+    assert not (tmp_path / "new" / "run").exists() and not created.held
+    with RunFolder(tmp_path / "new" / "run") as again:  # the path is free again
+        assert again.held
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    folder = RunFolder(existing).acquire()
+    assert not folder.created
+    folder.abandon()
+    assert existing.is_dir()
+    written = RunFolder(tmp_path / "written").acquire()
+    (tmp_path / "written" / "result.json").write_text("{}")
+    written.abandon()
+    assert (tmp_path / "written" / "result.json").exists() and not written.held
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("ENOSPC", "no space left on device while writing x.json; free space on that disk or choose another"),
+        ("EDQUOT", "quota exceeded while writing x.json; free space on that disk or choose another --out"),
+        ("EROFS", "read-only file system while writing x.json; the file system is read-only; choose another"),
+    ],
+)
+def test_writing_turns_a_full_disk_into_one_line_naming_the_folder(tmp_path, code, expected):
+    import errno
+
+    with RunFolder(tmp_path / "run") as folder:
+        with pytest.raises(ValueError) as info:
+            with folder.writing(rerun="then run again with --overwrite"):
+                number = getattr(errno, code)
+                raise OSError(number, os.strerror(number), "x.json")
+    message = str(info.value)
+    assert message.startswith(f"--out {tmp_path / 'run'}: ") and "\n" not in message
+    assert expected in message.lower() and message.endswith(", then run again with --overwrite")
+    with RunFolder(tmp_path / "run") as folder, pytest.raises(FileNotFoundError):
+        with folder.writing():  # other OS errors are not disk errors: unchanged
+            raise FileNotFoundError(2, "No such file or directory", "y")

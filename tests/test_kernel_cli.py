@@ -73,11 +73,11 @@ def test_npz_with_test_set_rbf_relative_epsilon_fixed_rounds(tmp_path, run_cli):
 def test_separate_label_file_multi_output_and_fixed_c(tmp_path, run_cli):
     x, y = _data(seed=2)
     Y = np.column_stack([y, np.cos(2 * np.pi * x)])
-    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")
+    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")  # no header line
     np.savetxt(tmp_path / "Y.csv", Y, delimiter=",")
     out = tmp_path / "o"
     rc = run_cli("--data", tmp_path / "X.csv", "--labels", tmp_path / "Y.csv", "--alpha", 0.5, "--rounds", 3,
-                 "--kernel", "laplacian", "--gamma", 2, "--out", out)  # fmt: skip
+                 "--kernel", "laplacian", "--gamma", 2, "--out", out, "--no-header")  # fmt: skip
     assert rc == 0
     result = ChainResult.from_json(out / "result.json")
     assert result.n_rounds == 3 and result.labels.shape == (20, 2)
@@ -96,7 +96,7 @@ def test_user_errors_are_reported_without_traceback(tmp_path, run_cli, capsys):
     paper_x = np.linspace(0, 1, 11)
     paper = tmp_path / "paper.csv"
     labels = np.sin(2 * np.pi * paper_x) + np.r_[0.4, np.zeros(9), 0.6]  # nonzero where the kernel vanishes
-    np.savetxt(paper, np.column_stack([paper_x, labels]), delimiter=",")
+    np.savetxt(paper, np.column_stack([paper_x, labels]), delimiter=",", header="x,y", comments="")
     assert run_cli("--data", paper, "--kernel", "spline", "--epsilon", 0.01, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "infeasible" in err and "epsilon >" in err
@@ -120,6 +120,8 @@ def test_help_lists_the_options(run_cli, capsys):
         "--rounds",
         "--alpha",
         "--out",
+        "--overwrite",
+        "--no-header",
     ):
         assert flag in text
 
@@ -143,9 +145,15 @@ def test_csv_bad_cells_name_file_row_and_column(tmp_path, run_cli, capsys):
     bad.write_text("x,y\ninf,1\n0.2,3\n0.3,2\n")
     assert run_cli("--data", bad, "--out", out) == 2
     assert "the features (X) contain 1 NaN, empty or infinite" in _one_error_line(capsys)
-    bad.write_text("x,y\n0.1,1\n0.2,NA\n0.3,2\n")
+    bad.write_text("x,y\n0.1,1\n0.2,NA\n0.3,2\n")  # pandas' missing-value marker
     assert run_cli("--data", bad, "--out", out) == 2
-    assert "line 3, column 'y': non-numeric value 'NA'" in _one_error_line(capsys)
+    assert "the labels (y) contain 1 NaN, empty or infinite value(s), in data row(s) 1 " in _one_error_line(
+        capsys
+    )
+    bad.write_text("x,y\n0.1,1\n0.2,abc\n0.3,2\n")
+    assert run_cli("--data", bad, "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert "data row 1 (0-based, the header not counted), column 'y': non-numeric value 'abc'" in err
     assert not out.exists()  # nothing written for a failed run
 
 
@@ -166,7 +174,7 @@ def test_npz_shape_mismatches_and_npz_test_file(tmp_path, run_cli, capsys):
         np.savez(tmp_path / "d.npz", **arrays)
         assert run_cli("--data", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
         assert expected in _one_error_line(capsys)
-    np.savetxt(tmp_path / "t.csv", np.column_stack([X, y]), delimiter=",")
+    np.savetxt(tmp_path / "t.csv", np.column_stack([X, y]), delimiter=",", header="x,y", comments="")
     assert run_cli("--data", tmp_path / "t.csv", "--test", tmp_path / "d.npz", "--out", tmp_path / "o") == 2
     assert "expected a CSV file" in _one_error_line(capsys)
 
@@ -174,7 +182,7 @@ def test_npz_shape_mismatches_and_npz_test_file(tmp_path, run_cli, capsys):
 def test_collapse_at_round_zero_is_an_error_naming_epsilon(tmp_path, run_cli, capsys):
     x, y = _data()
     data = tmp_path / "t.csv"
-    np.savetxt(data, np.column_stack([x, y]), delimiter=",")
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="x,y", comments="")
     energy = np.mean(y**2)
     assert run_cli("--data", data, "--epsilon", 5, "--out", tmp_path / "o") == 2
     err = _one_error_line(capsys)
@@ -223,3 +231,272 @@ def test_per_output_c_writes_one_theory_report_per_output(tmp_path, run_cli):
         saved = json.loads((out / f"theory_output{j}.json").read_text())
         np.testing.assert_allclose(saved["c_observed"], alone.c_observed, rtol=1e-10)
         assert saved["violations"] == []
+
+
+# ---- issue 8: CSV header, folder ownership, full disk, one-line errors ----------------------------------
+
+
+def _write_xy_csv(path, x, y, header="x,y"):
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="")
+    return path
+
+
+def test_the_first_csv_line_is_the_header_as_pandas_reads_it_a_numeric_one_warns(tmp_path, run_cli, capsys):
+    import pandas as pd
+
+    x, y = _data(K=15)
+    data = tmp_path / "unnamed.csv"
+    pd.DataFrame(np.column_stack([x, y])).to_csv(data, index=False)  # pandas writes the header "0,1"
+    assert data.read_text().splitlines()[0] == "0,1"
+    assert run_cli("--data", data, "--epsilon", 0.1, "--out", tmp_path / "a", "--no-plots") == 0
+    err = capsys.readouterr().err
+    assert "warning: --data" in err and "header line '0,1' looks numeric" in err and "--no-header" in err
+    frame = pd.read_csv(data)  # the independent reading: what a pandas user sees
+    result = ChainResult.from_json(tmp_path / "a" / "result.json")
+    assert result.n_samples == len(frame) == 15
+    np.testing.assert_array_equal(result.labels, frame["1"].to_numpy())
+    # --no-header: every line is data (here the "0,1" line becomes a training point, as asked)
+    rc = run_cli("--data", data, "--no-header", "--epsilon", 0.1, "--out", tmp_path / "b", "--no-plots")
+    assert rc == 0
+    assert "warning" not in capsys.readouterr().err
+    assert ChainResult.from_json(tmp_path / "b" / "result.json").n_samples == 16
+
+
+def test_a_pandas_index_column_is_named_in_a_warning(tmp_path, run_cli, capsys):
+    import pandas as pd
+
+    x, y = _data(K=12)
+    data = tmp_path / "indexed.csv"
+    pd.DataFrame({"x": x, "y": y}).to_csv(data)  # index=True: an unnamed first column 0..11
+    assert run_cli("--data", data, "--epsilon", 0.1, "--out", tmp_path / "o", "--no-plots") == 0
+    err = capsys.readouterr().err
+    assert "column 0 has no header name and holds 0, 1, ..., 11: it looks like a pandas index" in err
+
+
+def test_headerless_label_file_and_no_header_for_every_csv(tmp_path, run_cli):
+    x, y = _data(K=10)
+    np.savetxt(tmp_path / "X.csv", x[:, None], delimiter=",")
+    np.savetxt(tmp_path / "y.csv", y[:, None], delimiter=",")
+    out = tmp_path / "o"
+    assert run_cli("--data", tmp_path / "X.csv", "--labels", tmp_path / "y.csv", "--no-header",
+                   "--epsilon", 0.1, "--out", out, "--no-plots") == 0  # fmt: skip
+    result = ChainResult.from_json(out / "result.json")
+    np.testing.assert_array_equal(result.labels, y)
+
+
+BAD_INPUTS = {
+    # name: (file name, file text, extra options, expected part of the one-line error)
+    "missing": (None, None, [], "--data file not found: "),
+    "wrong extension": ("d.json", "[1, 2]", [], "unsupported file type '.json'; use .csv or .npz"),
+    "empty file": ("d.csv", "", [], "the CSV file is empty"),
+    "header only": ("d.csv", "x,y\n", [], "no data rows: the file holds only its header line 'x,y'"),
+    "one line, no header": ("d.csv", "0.1,1\n", [], "pass --no-header"),
+    "long row": ("d.csv", "x,y\n0.1,1\n0.2,2,3\n", [], "line 3 has 3 fields where 2 are expected"),
+    "short row": ("d.csv", "x,y\n0.1,1\n0.2\n0.3,1\n", [], "the labels (y) contain 1 NaN, empty"),
+    "NaN": ("d.csv", "x,y\n0.1,1\n0.2,nan\n0.3,1\n", [], "the labels (y) contain 1 NaN"),
+    "non-numeric": ("d.csv", "x,y\n0.1,1\n0.2,abc\n", [], "column 'y': non-numeric value 'abc'"),
+    "text line with --no-header": ("d.csv", "x,y\n0.1,1\n", ["--no-header"], "like a header: drop --no-h"),
+    "unknown target": ("d.csv", "x,y\n0.1,1\n0.2,2\n", ["--target", "z"], "--target 'z' is not a column"),
+    "one row": ("d.csv", "x,y\n0.1,1\n", [], "has 1 data row(s); a self-distillation chain needs at least 2"),
+    "constant features": ("d.csv", "x,y\n1,1\n1,2\n1,3\n", [], "every training point has the same features"),
+    "all-zero labels": ("d.csv", "x,y\n0.1,0\n0.2,0\n", [], "the labels (y) are all zero"),
+    "huge labels": ("d.csv", "x,y\n0.1,1e200\n0.2,-1e200\n", [], "y is too large: the sum of its squares"),
+    "huge features": ("d.csv", "x,y\n1e200,1\n-1e200,2\n", [], "the features (X) are too large"),
+    "epsilon 0": ("d.csv", "x,y\n0.1,1\n", ["--epsilon", "0"], "--epsilon 0 must be a finite number > 0"),
+    "epsilon -1": ("d.csv", "x,y\n0.1,1\n", ["--epsilon", "-1"], "--epsilon -1 must be a finite number > 0"),
+    "epsilon nan": ("d.csv", "x,y\n0.1,1\n", ["--epsilon", "nan"], "--epsilon nan must be a finite number"),
+    "rounds 0": ("d.csv", "x,y\n0.1,1\n", ["--rounds", "0"], "--rounds 0 must be >= 1"),
+    "unknown kernel": ("d.csv", "x,y\n0.1,1\n", ["--kernel", "foo"], "--kernel 'foo' is unknown; use one of"),
+    "spline outside [0, 1]": ("d.csv", "x,y\n0.1,1\n1.5,2\n", ["--kernel", "spline"], "--kernel spline: "),
+    "kernel overflow": ("d.csv", "x,y\n1e110,1\n2e110,2\n", ["--kernel", "polynomial"], "kernel overflows"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_give_one_line_naming_the_option_and_write_nothing(tmp_path, run_cli, capsys, case):
+    name, text, extra, expected = BAD_INPUTS[case]
+    data = tmp_path / (name or "missing.csv")
+    if text is not None:
+        data.write_text(text)
+    out = tmp_path / "o"
+    assert run_cli("--data", data, *extra, "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert expected in err, err
+    assert "--" in err  # names an option (--data, --epsilon, ...)
+    assert not out.exists()
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path, run_cli, capsys):
+    data = tmp_path / "obj.npz"
+    np.savez(data, X=np.array([[0.1], [0.2], [0.3]], dtype=object), y=np.array([1.0, 2.0, 0.5]))
+    assert run_cli("--data", data, "--out", tmp_path / "o") == 2
+    err = _one_error_line(capsys)
+    assert "array 'X' holds Python objects (dtype=object), which are never loaded" in err
+    (tmp_path / "text.npz").write_text("not a zip")
+    assert run_cli("--data", tmp_path / "text.npz", "--out", tmp_path / "o") == 2
+    assert "is not a NumPy .npz file" in _one_error_line(capsys)
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    from selfdistill.kernel import KernelSelfDistillation
+
+    calls = []
+    original = KernelSelfDistillation.fit
+
+    def fit(self, X, y):
+        calls.append(len(X))
+        return original(self, X, y)
+
+    monkeypatch.setattr(KernelSelfDistillation, "fit", fit)
+    return calls
+
+
+def test_a_bad_out_is_refused_before_the_fit(tmp_path, run_cli, capsys, count_fits, monkeypatch):
+    x, y = _data(K=10)
+    data = _write_xy_csv(tmp_path / "d.csv", x, y)
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    assert run_cli("--data", data, "--out", afile) == 2
+    assert f"--out {afile} is a file, not a folder" in _one_error_line(capsys)
+    assert run_cli("--data", data, "--out", afile / "sub") == 2
+    assert f"--out {afile / 'sub'}: cannot create the output folder" in _one_error_line(capsys)
+    import os
+
+    locked = tmp_path / "locked"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(locked) and real_access(p, mode))
+    assert run_cli("--data", data, "--out", locked) == 2
+    assert f"--out {locked}: the folder is not writable" in _one_error_line(capsys)
+    assert count_fits == []
+
+
+_HOLDER = """
+import sys, time
+from selfdistill.io import RunFolder
+folder = RunFolder(sys.argv[1]).acquire()  # bound: the lock lives as long as the object
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_concurrent_run_is_refused_naming_the_folder(tmp_path, run_cli, capsys, count_fits):
+    import os
+    import subprocess
+    import sys
+
+    x, y = _data(K=10)
+    data = _write_xy_csv(tmp_path / "d.csv", x, y)
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ.copy())  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--overwrite"]):
+            assert run_cli("--data", data, "--out", out, *extra) == 2
+            err = _one_error_line(capsys)
+            assert f"--out {out} is in use by another selfdistill run (held by pid {holder.pid}" in err
+        assert count_fits == [] and not (out / "result.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli("--data", data, "--out", out, "--no-plots") == 0  # free once the holder is gone
+
+
+def test_a_non_empty_out_is_refused_and_overwrite_replaces_the_whole_earlier_run(tmp_path, run_cli, capsys):
+    x, y = _data(K=12, seed=3)
+    xt = np.linspace(0, 1, 7)
+    np.savez(tmp_path / "first.npz", X=x[:, None], y=y, X_test=xt[:, None], y_test=np.sin(2 * np.pi * xt))
+    out = tmp_path / "o"
+    assert run_cli("--data", tmp_path / "first.npz", "--gamma", 5, "--out", out) == 0
+    first = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert {"test_rounds.csv", "fits.png"} <= set(first)
+    capsys.readouterr()
+    rng = np.random.default_rng(4)
+    X2 = rng.uniform(size=(9, 2))
+    np.savez(tmp_path / "second.npz", X=X2, y=X2[:, 0] - X2[:, 1])
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert run_cli("--data", tmp_path / "second.npz", "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert f"--out {out} is not empty" in err
+    assert "use --overwrite to replace it, or choose another --out" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    assert run_cli("--data", tmp_path / "second.npz", "--out", out, "--overwrite") == 0
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert "test_rounds.csv" not in names and "fits.png" not in names  # nothing of the first run survives
+    assert ChainResult.from_json(out / "result.json").n_samples == 9
+    assert json.loads((out / "run.json").read_text())["K"] == 9
+
+
+def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, run_cli, capsys):
+    x, y = _data(K=12)
+    data = _write_xy_csv(tmp_path / "d.csv", x, y)
+    out = tmp_path / "o"
+    assert run_cli("--data", data, "--out", out, "--no-plots") == 0
+    kept = (out / "result.json").read_bytes()
+    assert run_cli("--data", data, "--epsilon", 50, "--out", out, "--overwrite") == 2  # collapses at round 0
+    assert "collapses the chain at round 0" in _one_error_line(capsys)
+    assert (out / "result.json").read_bytes() == kept
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+@pytest.mark.parametrize("fail_after", [0, 3])
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, run_cli, capsys, monkeypatch, code, fail_after):
+    import errno
+    import os
+
+    x, y = _data(K=10)
+    data = _write_xy_csv(tmp_path / "d.csv", x, y)
+    out = tmp_path / "o"
+    number = getattr(errno, code)
+    real_fsync, calls = os.fsync, []
+
+    def full_disk(fd):  # every atomic write flushes with fsync; the disk fills after `fail_after` of them
+        calls.append(fd)
+        if len(calls) > fail_after:
+            raise OSError(number, os.strerror(number))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    assert run_cli("--data", data, "--out", out) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith(f"selfdistill kernel: error: --out {out}: {os.strerror(number).lower()}")
+    assert "free space on that disk or choose another --out, then run the command again with --overwrite" in (
+        err
+    )
+    if fail_after == 0:  # nothing was written: the folder this run created is gone
+        assert not out.exists()
+        return
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert run_cli("--data", data, "--out", out) == 2  # the incomplete run is not silently extended
+    assert "is not empty" in _one_error_line(capsys)
+    assert run_cli("--data", data, "--out", out, "--overwrite") == 0
+
+
+def test_every_figure_is_rendered_in_memory_then_moved_into_place(tmp_path, run_cli, monkeypatch):
+    import io
+
+    from matplotlib.figure import Figure
+
+    targets = []
+    original = Figure.savefig
+
+    def spy(self, fname, *args, **kwargs):
+        targets.append(fname)
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    x, y = _data(K=10)
+    assert run_cli("--data", _write_xy_csv(tmp_path / "d.csv", x, y), "--out", tmp_path / "o") == 0
+    assert len(targets) == 4 and all(isinstance(t, io.BytesIO) for t in targets)
+
+
+def test_default_out_is_untracked_runs_folder():
+    import argparse
+
+    from selfdistill.experiments import kernel_run
+
+    parser = argparse.ArgumentParser()
+    kernel_run.add_arguments(parser)
+    assert str(parser.parse_args(["--data", "d.csv"]).out) == "runs/kernel"

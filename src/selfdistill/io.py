@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import errno
 import io
 import json
 import math
@@ -20,7 +22,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,7 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike[str], *, option: str = "--out") -> None:
         self.path = Path(path)
         self.option = option
+        self.created = False  # acquire() created the folder (see abandon())
         self._lock: Any = None
 
     def __repr__(self) -> str:
@@ -195,6 +198,7 @@ class RunFolder:
                 f"{self.option} {self.path} is a file, not a folder; choose a folder "
                 "(it is created if needed)"
             )
+        existed = self.path.is_dir()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -220,6 +224,7 @@ class RunFolder:
                 "writable local folder"
             ) from None
         self._lock = lock
+        self.created = not existed
         owner = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -266,3 +271,61 @@ class RunFolder:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
+    def refuse_if_not_empty(self, fix: str) -> None:
+        """One-line ValueError when the folder holds anything but the lock's bookkeeping; ``fix`` ends the
+        message (e.g. "use --overwrite to replace it, or another --out")."""
+        entries = self.entries()
+        if entries:
+            names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise ValueError(f"{self.option} {self.path} is not empty (it holds {names}); {fix}")
+
+    def abandon(self) -> None:
+        """Release after a failed run; when this run created the folder and wrote nothing into it, remove it
+        (with the lock's bookkeeping), so that a run that fails leaves no trace."""
+        if not self.held:
+            return
+        remove = self.created and self.is_empty()
+        try:
+            if remove:  # unlink while holding the lock; the OS frees the lock itself on release
+                (self.path / OWNER_NAME).unlink(missing_ok=True)
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+        finally:
+            self.release()
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+    @contextlib.contextmanager
+    def writing(self, rerun: str = "") -> Iterator[None]:
+        """Turn a full disk (ENOSPC, EDQUOT, EFBIG), a read-only file system (EROFS) or an I/O error (EIO)
+        raised inside the block into a one-line ValueError naming the folder; ``rerun`` is appended (how to
+        run again over the incomplete folder, e.g. "then run again with --overwrite")."""
+        try:
+            yield
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise
+            where = f" while writing {err.filename}" if err.filename else ""
+            fix = (
+                f"the file system is read-only; choose another {self.option}"
+                if err.errno == errno.EROFS
+                else f"free space on that disk or choose another {self.option}"
+            )
+            raise ValueError(
+                f"{self.option} {self.path}: {os.strerror(err.errno).lower()}{where}; {fix}"
+                + (f", {rerun}" if rerun else "")
+            ) from None
+
+
+_DISK_ERRNOS = frozenset(
+    code
+    for code in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EIO,
+    )
+    if code is not None
+)

@@ -1,30 +1,36 @@
 """Exact kernel self-distillation (Mobahi, Farajtabar, Bartlett 2020) on your data.
 
 Data: a CSV file (feature columns plus a label column chosen by --target; or labels in a separate
---labels file) or an NPZ file with arrays X and y (optional X_test, y_test). A test set can also be given
-with --test / --test-labels (CSV). One eigendecomposition of G = Kxx/K serves every round: round 0 solves
-min R(f) s.t. (1/K) sum (f(x_k) - y_k)^2 <= eps, round t refits the predictions of round t-1, until
---rounds or until collapse (||y_t||^2 <= K eps).
+--labels file) or an NPZ file with numeric arrays X and y (optional X_test, y_test). A test set can also
+be given with --test / --test-labels (CSV). The first line of a CSV is its header, as pandas.read_csv reads
+it; pass --no-header for files without one. One eigendecomposition of G = Kxx/K serves every round:
+round 0 solves min R(f) s.t. (1/K) sum (f(x_k) - y_k)^2 <= eps, round t refits the predictions of round
+t-1, until --rounds or until collapse (||y_t||^2 <= K eps).
 
-Writes into --out: result.json (the whole chain, reloadable with ChainResult.from_json), rounds.csv
-(per-round table), test_rounds.csv (with a test set), theory.txt/theory.json (the paper's bounds beside
-what happened), and plots (c_t, label energy, B_t diagonals, fitted functions for 1-D inputs).
+Writes into --out (a run owns its folder while it runs; a non-empty folder is refused unless --overwrite):
+result.json (the whole chain, reloadable with ChainResult.from_json), rounds.csv (per-round table),
+test_rounds.csv (with a test set), theory.txt/theory.json (the paper's bounds beside what happened), run.json
+and plots (c_t, label energy, B_t diagonals, fitted functions for 1-D inputs), every file atomically.
 
 Example:
-  selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out results/k
+  selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out runs/k
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import math
+import re
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from selfdistill.io import atomic_save_figure, atomic_write_csv, atomic_write_json, atomic_write_text
+from selfdistill.io import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text
 
 CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
@@ -44,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--test", type=Path, default=None, help="CSV: test data, same layout as --data")
     data.add_argument("--test-labels", type=Path, default=None, help="CSV: test labels in a separate file")
+    data.add_argument(
+        "--no-header",
+        action="store_true",
+        help="the CSV files have no header line (by default the first line is the header, as pandas "
+        "reads it)",
+    )
     kern = parser.add_argument_group("kernel")
     kern.add_argument(
         "--kernel",
@@ -81,7 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-output-c", action="store_true", help="multi-output: one c per output (default: one shared c)"
     )
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("results/kernel"), help="output folder")
+    out.add_argument(
+        "--out", type=Path, default=Path("runs/kernel"), help="output folder (default: runs/kernel)"
+    )
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what a non-empty --out holds (it is cleared once the fit has succeeded)",
+    )
     out.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     out.add_argument(
         "--eigenvectors",
@@ -92,54 +111,134 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# ---- option checks ---------------------------------------------------------------------------------------
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """One-line errors for option values that can never work, before any file is read or written."""
+    from selfdistill.kernel import KERNEL_NAMES
+
+    positive = {
+        "--epsilon": (args.epsilon, "the allowed mean squared training residual; e.g. --epsilon 0.1 "
+                      "--epsilon-mode relative for 10% of mean(y^2)"),
+        "--alpha": (args.alpha, "fixed-c mode: every round is KernelRidge(alpha), c = alpha / K"),
+        "--gamma": (args.gamma, "the kernel's scale; omit it for 1 / n_features"),
+    }  # fmt: skip
+    for option, (value, meaning) in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0.0):
+            raise ValueError(f"{option} {value:g} must be a finite number > 0 ({meaning})")
+    for option, value in (("--degree", args.degree), ("--coef0", args.coef0)):
+        if not math.isfinite(value):
+            raise ValueError(f"{option} {value:g} must be a finite number")
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(
+            f"--rounds {args.rounds} must be >= 1 (the number of rounds to fit, round 0 included); omit it "
+            "to run until collapse"
+        )
+    if args.max_rounds < 1:
+        raise ValueError(f"--max-rounds {args.max_rounds} must be >= 1 (the cap when running until collapse)")
+    if args.kernel not in KERNEL_NAMES:
+        raise ValueError(f"--kernel {args.kernel!r} is unknown; use one of {', '.join(KERNEL_NAMES)}")
+
+
 # ---- data loading ----------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
-    """(header or None, float array of shape (n_rows, n_cols)). Empty cells become NaN (and are rejected)."""
+class DataWarning(UserWarning):
+    """Input that is read, but probably not as meant (a numeric-looking header, a pandas index column)."""
+
+
+def _looks_numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path, option: str, *, header: bool = True) -> tuple[list[str] | None, np.ndarray]:
+    """(column names, or None with ``header=False``; float array (n_rows, n_cols)) of a numeric CSV file.
+
+    Read by ``pandas.read_csv`` with its defaults: the first line is the header (``header=False``: there
+    is none), blank lines are skipped, pandas' missing-value markers (empty cell, NA, nan, ...) become NaN
+    (rejected later, naming the rows). Never uses a column as the index. Warns (DataWarning) when the
+    header looks numeric (pandas writes "0,1,2" for unnamed columns) or a column looks like a written
+    pandas index. Every problem is a one-line ValueError naming ``option`` and the file.
+    """
+    import pandas as pd
+
     if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise FileNotFoundError(f"{option} file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a CSV file")
     if path.suffix.lower() not in CSV_SUFFIXES:
         raise ValueError(
-            f"{path}: expected a CSV file (.csv or .txt), got {path.suffix!r}; an NPZ test set goes into the "
-            "--data file as arrays X_test, y_test"
+            f"{option} {path}: expected a CSV file (.csv or .txt), got {path.suffix!r}; NPZ data goes into "
+            "--data as arrays X, y (and X_test, y_test for a test set)"
         )
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, header=0 if header else None, index_col=False, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{option} {path}: the CSV file is empty") from None
+    except pd.errors.ParserWarning:  # a row longer than the header, which index_col=False would truncate
+        raise ValueError(
+            f"{option} {path}: some rows have more fields than the header line; every row needs the same "
+            "columns as the header (a trailing comma counts as a field)"
+        ) from None
+    except pd.errors.ParserError as err:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        detail = (
+            f"line {found[2]} has {found[3]} fields where {found[1]} are expected"
+            if found
+            else str(err).strip().splitlines()[0]
+        )
+        raise ValueError(f"{option} {path}: {detail}; every row needs the same columns") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a UTF-8 text CSV file; save it as plain-text CSV") from None
-    if not rows:
-        raise ValueError(f"{path}: the CSV file is empty")
-
-    def numeric(cell: str) -> bool:
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return cell.strip() == ""
-
-    header = None
-    if not all(numeric(cell) for cell in rows[0]):
-        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
-    widths = {len(row) for row in rows}
-    if len(widths) != 1:
-        raise ValueError(f"{path}: rows have different numbers of columns ({sorted(widths)})")
-    for i, row in enumerate(rows):
-        for j, cell in enumerate(row):
-            if not numeric(cell):
-                line = i + 1 + (header is not None)
-                column = f"{header[j]!r}" if header is not None else str(j)
-                raise ValueError(
-                    f"{path}, line {line}, column {column}: non-numeric value {cell.strip()!r}; only numeric "
-                    "columns are supported (encode categories as numbers, or drop the column)"
+        raise ValueError(f"{option} {path} is not a UTF-8 text CSV file; save it as plain-text CSV") from None
+    names = [str(name).strip() for name in frame.columns] if header else None
+    if frame.shape[0] == 0:
+        raise ValueError(
+            f"{option} {path}: no data rows: the file holds only its header line {','.join(names or [])!r} "
+            "(the first line of a CSV is its header; if that line is data, pass --no-header)"
+        )
+    values = frame.apply(lambda column: pd.to_numeric(column, errors="coerce")).to_numpy(dtype=float)
+    non_numeric = np.isnan(values) & frame.notna().to_numpy()
+    if non_numeric.any():
+        i, j = (int(v) for v in np.argwhere(non_numeric)[0])
+        column = repr(names[j]) if names is not None else str(j)
+        hint = (
+            "; the first line looks like a header: drop --no-header"
+            if names is None and i == 0 and not any(_looks_numeric(str(c)) for c in frame.iloc[0] if c == c)
+            else "; only numeric columns are supported (encode categories as numbers, or drop the column)"
+        )
+        raise ValueError(
+            f"{option} {path}, data row {i} (0-based, the header not counted), column {column}: non-numeric "
+            f"value {str(frame.iat[i, j]).strip()!r}{hint}"
+        )
+    if names is not None:
+        given = [name for name in names if not name.startswith("Unnamed: ")]
+        if given and all(_looks_numeric(name) for name in given):
+            warnings.warn(
+                DataWarning(
+                    f"{option} {path}: the header line {','.join(names)!r} looks numeric; it is read as "
+                    "column names, not as a data point (the first line of a CSV is its header); if it is "
+                    "data, pass --no-header"
+                ),
+                stacklevel=2,
+            )
+        for j, name in enumerate(names):
+            if name.startswith("Unnamed: ") and np.array_equal(values[:, j], np.arange(len(values))):
+                warnings.warn(
+                    DataWarning(
+                        f"{option} {path}: column {j} has no header name and holds 0, 1, ..., "
+                        f"{len(values) - 1}: it looks like a pandas index (DataFrame.to_csv without "
+                        "index=False) and is read as a data column; drop it if it is not data"
+                    ),
+                    stacklevel=2,
                 )
-    values = np.array(
-        [[float(cell) if cell.strip() else np.nan for cell in row] for row in rows], dtype=float
-    )
-    if values.size == 0:
-        raise ValueError(f"{path}: no data rows")
-    return header, values
+    return names, values
 
 
 def _target_columns(target: str | None, header: list[str] | None, n_cols: int, path: Path) -> list[int]:
@@ -154,61 +253,123 @@ def _target_columns(target: str | None, header: list[str] | None, n_cols: int, p
         try:
             index = int(token)
         except ValueError:
-            known = ", ".join(header) if header else "no header row"
+            known = ", ".join(header) if header else "no header row: use 0-based indices"
             raise ValueError(f"--target {token!r} is not a column of {path} (columns: {known})") from None
         if not -n_cols <= index < n_cols:
             raise ValueError(f"--target {index} out of range: {path} has {n_cols} columns")
         cols.append(index % n_cols)
+    if len(set(cols)) != len(cols):
+        raise ValueError(f"--target {target!r} names a column of {path} twice; name each label once")
+    if len(cols) == n_cols:
+        raise ValueError(f"--target {target!r} takes every column of {path}; leave a feature column")
     return cols
 
 
-def _split_csv(path: Path, target: str | None, labels: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    header, values = _read_csv(path)
+def _split_csv(
+    path: Path, option: str, target: str | None, labels: Path | None, labels_option: str, header: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    names, values = read_csv(path, option, header=header)
     if labels is not None:
-        _, y = _read_csv(labels)
+        if target is not None:
+            raise ValueError(
+                f"--target and {labels_option} exclude each other: the labels are either a column of "
+                f"{path} (--target) or a separate file ({labels_option})"
+            )
+        _, y = read_csv(labels, labels_option, header=header)
         X = values
     else:
         if values.shape[1] < 2:
-            raise ValueError(f"{path} has one column: give a label column with --target or a --labels file")
-        cols = _target_columns(target, header, values.shape[1], path)
+            raise ValueError(
+                f"{option} {path} has one column, so no feature is left beside the labels: add the feature "
+                f"columns (--target names the label column), or give the labels in {labels_option}"
+            )
+        cols = _target_columns(target, names, values.shape[1], path)
         y = values[:, cols]
         X = np.delete(values, cols, axis=1)
     y = y[:, 0] if y.shape[1] == 1 else y
     if len(X) != len(y):
-        raise ValueError(f"{path} has {len(X)} rows but the labels have {len(y)}: they must match")
+        raise ValueError(
+            f"{option} {path} has {len(X)} data rows but {labels_option} {labels} has {len(y)}: they must "
+            "match"
+        )
     return X, y
+
+
+NPZ_ARRAYS = ("X", "y", "X_test", "y_test")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The numeric arrays X, y (and X_test, y_test when present) of an .npz file, never unpickling."""
+    import zipfile
+
+    fix = "save it with numpy.savez(path, X=X, y=y) from numeric arrays"
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except OSError as err:
+        raise ValueError(f"--data {path} cannot be read ({err.strerror or err}); {fix}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # neither a zip of .npy arrays nor one .npy array
+        raise ValueError(f"--data {path} is not a NumPy .npz file; {fix}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"--data {path} holds one array, not the arrays X and y of an .npz file; {fix}")
+    arrays = {}
+    with npz:
+        missing = [name for name in ("X", "y") if name not in npz.files]
+        if missing:
+            raise ValueError(f"--data {path} lacks array(s) {missing}; it has {npz.files} (need X, y)")
+        for name in NPZ_ARRAYS:
+            if name not in npz.files:
+                continue
+            try:
+                array = npz[name]
+            except ValueError:  # object arrays need pickle, which can run code: never loaded
+                raise ValueError(
+                    f"--data {path}: array {name!r} holds Python objects (dtype=object), which are never "
+                    f"loaded (that would unpickle); {fix}, e.g. {name}=np.asarray({name}, dtype=float)"
+                ) from None
+            if array.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"--data {path}: array {name!r} has dtype {array.dtype}, not numbers; {fix}, e.g. "
+                    f"{name}=np.asarray({name}, dtype=float)"
+                )
+            arrays[name] = np.asarray(array, dtype=float)
+    return arrays
 
 
 def load_data(
     args: argparse.Namespace,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(X, y, X_test, y_test) from the --data/--test options."""
+    """(X, y, X_test, y_test) from the --data/--labels/--test/--test-labels options, validated."""
     path: Path = args.data
     if not path.exists():
         raise FileNotFoundError(f"--data file not found: {path}")
+    header = not getattr(args, "no_header", False)
     X_test = y_test = None
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in ("X", "y") if name not in npz.files]
-            if missing:
-                raise ValueError(f"{path} lacks array(s) {missing}; it has {npz.files} (need X, y)")
-            X, y = np.asarray(npz["X"], dtype=float), np.asarray(npz["y"], dtype=float)
-            if "X_test" in npz.files:
-                X_test = np.asarray(npz["X_test"], dtype=float)
-                y_test = np.asarray(npz["y_test"], dtype=float) if "y_test" in npz.files else None
+        for option, value in (("--target", args.target), ("--labels", args.labels)):
+            if value is not None:
+                raise ValueError(f"{option} is for CSV data; the .npz file {path} holds the labels (array y)")
+        arrays = _read_npz(path)
+        X, y = arrays["X"], arrays["y"]
         X = X[:, None] if X.ndim == 1 else X
+        X_test, y_test = arrays.get("X_test"), arrays.get("y_test")
         if X_test is not None and X_test.ndim == 1:
             X_test = X_test[:, None]
     elif path.suffix.lower() in CSV_SUFFIXES:
-        X, y = _split_csv(path, args.target, args.labels)
+        X, y = _split_csv(path, "--data", args.target, args.labels, "--labels", header)
     else:
         raise ValueError(f"--data {path}: unsupported file type {path.suffix!r}; use .csv or .npz")
-    _check_training_arrays(X, y, path)
+    _check_training_arrays(X, y, f"--data {path}", args.kernel)
     if args.test is not None:
-        X_test, y_test = _split_csv(args.test, args.target, args.test_labels)
-        _check_test_arrays(X, y, X_test, y_test, args.test)
+        if X_test is not None:
+            raise ValueError(f"--test {args.test}: the --data file already holds X_test; give one test set")
+        X_test, y_test = _split_csv(
+            args.test, "--test", args.target, args.test_labels, "--test-labels", header
+        )
+        _check_test_arrays(X, y, X_test, y_test, f"--test {args.test}")
+    elif args.test_labels is not None:
+        raise ValueError("--test-labels needs --test (the test features)")
     elif X_test is not None:
-        _check_test_arrays(X, y, X_test, y_test, path)
+        _check_test_arrays(X, y, X_test, y_test, f"--data {path}")
     return X, y, X_test, y_test
 
 
@@ -223,19 +384,43 @@ def _check_finite(array: np.ndarray, what: str) -> None:
         )
 
 
-def _check_training_arrays(X: np.ndarray, y: np.ndarray, source: Path) -> None:
+def _check_training_arrays(X: np.ndarray, y: np.ndarray, source: str, kernel: str) -> None:
     if X.ndim != 2:
         raise ValueError(f"{source}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if y.ndim not in (1, 2):
         raise ValueError(f"{source}: y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got {y.shape}")
     if len(X) != len(y):
         raise ValueError(f"{source}: X has {len(X)} rows but y has {len(y)}: one label row per sample")
+    if len(X) < 2:
+        raise ValueError(
+            f"{source} has {len(X)} data row(s); a self-distillation chain needs at least 2 training points"
+        )
+    if X.shape[1] == 0:
+        raise ValueError(f"{source}: X has no feature column; give at least one")
     _check_finite(X, f"{source}: the features (X)")
     _check_finite(y, f"{source}: the labels (y)")
+    if kernel != "precomputed":
+        _check_squares(X, f"{source}: the features (X)", "rescale them, e.g. standardize each column")
+    from selfdistill.kernel.rounds import check_label_scale
+
+    try:
+        check_label_scale(y)  # the engine's own check, here before the output folder is touched
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    if kernel != "precomputed" and np.all(X == X[0]):
+        raise ValueError(
+            f"{source}: every training point has the same features, so the kernel sees one point and the "
+            "chain can only fit the mean of y; check the feature columns (and --target)"
+        )
+    if not np.any(y):
+        raise ValueError(
+            f"{source}: the labels (y) are all zero, so every round's solution is f = 0 and there is nothing "
+            "to distill; check the label column (--target) or file (--labels)"
+        )
 
 
 def _check_test_arrays(
-    X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray | None, source: Path
+    X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray | None, source: str
 ) -> None:
     if y_test is None:
         raise ValueError(f"{source}: X_test is given without y_test; add the test labels (array y_test)")
@@ -257,6 +442,19 @@ def _check_test_arrays(
         )
     _check_finite(X_test, f"{source}: the test features (X_test)")
     _check_finite(y_test, f"{source}: the test labels (y_test)")
+    _check_squares(X_test, f"{source}: the test features (X_test)", "rescale them like the training features")
+    _check_squares(y_test, f"{source}: the test labels (y_test)", "rescale them like the training labels")
+
+
+def _check_squares(array: np.ndarray, what: str, fix: str) -> None:
+    """One-line error when squares of ``array`` (finite) overflow float64, i.e. when |value| > ~1e154."""
+    with np.errstate(over="ignore"):
+        overflow = not np.all(np.isfinite(np.sum(np.square(array), axis=-1)))
+    if overflow:
+        raise ValueError(
+            f"{what} are too large: their squares overflow float64 (largest |value| = "
+            f"{float(np.max(np.abs(array))):.3g}); {fix}"
+        )
 
 
 # ---- outputs ---------------------------------------------------------------------------------------------
@@ -271,21 +469,6 @@ def _test_rows(est, X_test: np.ndarray, y_test: np.ndarray) -> list[dict[str, fl
         r2 = float(1.0 - sq / denom) if denom > 0 else float("nan")
         rows.append({"round": t, "test_mse": sq / len(y_test), "test_r2": r2})
     return rows
-
-
-def _save_plots(result, out: Path, X: np.ndarray, kernel_fn) -> list[Path]:
-    paths = []
-    figures = {"c.png": result.plot_c, "norms.png": result.plot_norms, "b_diag.png": result.plot_b_diag}
-    for name, make in figures.items():
-        fig = make()
-        atomic_save_figure(fig, out / name)
-        paths.append(out / name)
-    if X.shape[1] == 1 and kernel_fn is not None:
-        grid = np.linspace(X.min(), X.max(), 400)[:, None]
-        fig = result.plot_fits(X[:, 0], grid[:, 0], kernel_fn(grid, X))
-        atomic_save_figure(fig, out / "fits.png")
-        paths.append(out / "fits.png")
-    return paths
 
 
 def _write_theory(result, out: Path) -> str:
@@ -306,17 +489,35 @@ def _write_theory(result, out: Path) -> str:
     return text
 
 
-def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
-    """Fit; warnings become one stderr line each, and a collapse at round 0 (f = 0: nothing to distill,
-    almost always an epsilon too large for the labels) is an error naming the option to change."""
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Each warning raised inside becomes one stderr line (a round-0 collapse is an error, raised later)."""
     from selfdistill.kernel import CollapseWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        est.fit(X, y)
-    for w in caught:
-        if not issubclass(w.category, CollapseWarning):
-            print(f"selfdistill kernel: warning: {w.message}", file=sys.stderr)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when an error follows: the warning may explain it
+        for w in caught:
+            if not issubclass(w.category, CollapseWarning):
+                print(f"selfdistill kernel: warning: {w.message}", file=sys.stderr)
+
+
+def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
+    """Fit; a collapse at round 0 (f = 0: nothing to distill, almost always an epsilon too large for the
+    labels) is an error naming the option to change, and so is a kernel matrix that overflows."""
+    with _warnings_to_stderr(), np.errstate(over="ignore", invalid="ignore"):  # non-finite: checked in fit
+        try:
+            est.fit(X, y)
+        except ValueError as err:
+            if "NaN or infinite entries" in str(err):  # Spectrum.from_gram: the kernel overflowed
+                raise ValueError(
+                    f"--kernel {args.kernel}: the kernel matrix of --data {args.data} has NaN or infinite "
+                    "entries (the kernel overflows on these features); rescale the features, e.g. "
+                    "standardize each column, or change --gamma / --degree / --coef0"
+                ) from None
+            raise ValueError(f"--data {args.data} with --kernel {args.kernel}: {err}") from None
     result = est.result_
     if result.n_rounds == 0 and result.collapsed:
         energy = float(result.mean_square_labels[0])
@@ -334,12 +535,42 @@ def _fit_or_explain(est, X: np.ndarray, y: np.ndarray, args: argparse.Namespace)
 
 
 def main(args: argparse.Namespace) -> int:
+    check_options(args)
+    with _warnings_to_stderr():
+        X, y, X_test, y_test = load_data(args)
+    folder = RunFolder(args.out).acquire()  # before the fit: a bad or busy --out costs no computation
+    try:
+        if not args.overwrite:
+            folder.refuse_if_not_empty("use --overwrite to replace it, or choose another --out")
+        result, est, test_rows, plots, theory_text = _run(args, folder, X, y, X_test, y_test)
+    except BaseException:
+        folder.abandon()  # a failed run that created the folder leaves no trace
+        raise
+    folder.release()
+    print(result)
+    if test_rows is not None:
+        print("test set: " + "  ".join(f"round {r['round']}: MSE {r['test_mse']:.5g}" for r in test_rows))
+    print(theory_text)
+    print(f"results written to {folder.path} ({len(plots)} plots)")
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    folder: RunFolder,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+) -> tuple[Any, Any, list[dict[str, float]] | None, list[Path], str]:
+    """Fit, then (the folder cleared first with --overwrite) write every file of the run atomically;
+    returns (ChainResult, fitted estimator, test rows or None, plot paths, theory text)."""
     from tqdm.auto import tqdm
 
     from selfdistill.kernel import KernelSelfDistillation
+    from selfdistill.kernel.plots import save_chain_plots
 
-    X, y, X_test, y_test = load_data(args)
-    out: Path = args.out
+    out = folder.path
     est = KernelSelfDistillation(
         kernel=args.kernel, epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, n_rounds=args.rounds,
         alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
@@ -351,36 +582,33 @@ def main(args: argparse.Namespace) -> int:
         bar.set_postfix_str(stages[0])
         _fit_or_explain(est, X, y, args)
         result = est.result_
-        out.mkdir(parents=True, exist_ok=True)
         bar.update()
         test_rows = None
         if X_test is not None and y_test is not None:
             test_rows = _test_rows(est, X_test, y_test)
         bar.update()
-        theory_text = _write_theory(result, out)
-        bar.update()
-        plots = []
-        if not args.no_plots and result.n_rounds > 0:
-            kernel_fn = None if args.kernel == "precomputed" else est._kernel
-            plots = _save_plots(result, out, X, kernel_fn)
-        bar.update()
-        save_vectors = args.eigenvectors == "yes" or (
-            args.eigenvectors == "auto" and K <= EIGENVECTORS_AUTO_LIMIT
-        )
-        result.to_json(out / "result.json", include_eigenvectors=save_vectors)
-        result.to_csv(out / "rounds.csv")
-        if test_rows is not None:
-            atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
-        atomic_write_json(
-            out / "run.json",
-            {"argv": sys.argv[1:], "K": K,
-             "epsilon_used": None if est.epsilon_ is None else np.ravel(est.epsilon_),
-             "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
-        )  # fmt: skip
-        bar.update()
-    print(result)
-    if test_rows is not None:
-        print("test set: " + "  ".join(f"round {r['round']}: MSE {r['test_mse']:.5g}" for r in test_rows))
-    print(theory_text)
-    print(f"results written to {out} ({len(plots)} plots)")
-    return 0
+        if args.overwrite:
+            folder.clear()
+        with folder.writing(rerun="then run the command again with --overwrite"):
+            theory_text = _write_theory(result, out)
+            bar.update()
+            plots = []
+            if not args.no_plots:
+                kernel_fn = None if args.kernel == "precomputed" else est._kernel
+                plots = save_chain_plots(result, out, x_train=X, kernel=kernel_fn)
+            bar.update()
+            save_vectors = args.eigenvectors == "yes" or (
+                args.eigenvectors == "auto" and K <= EIGENVECTORS_AUTO_LIMIT
+            )
+            result.to_json(out / "result.json", include_eigenvectors=save_vectors)
+            result.to_csv(out / "rounds.csv")
+            if test_rows is not None:
+                atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
+            atomic_write_json(
+                out / "run.json",
+                {"argv": sys.argv[1:], "K": K,
+                 "epsilon_used": None if est.epsilon_ is None else np.ravel(est.epsilon_),
+                 "n_rounds": result.n_rounds, "status": result.status, "timings": result.timings},
+            )  # fmt: skip
+            bar.update()
+    return result, est, test_rows, plots, theory_text

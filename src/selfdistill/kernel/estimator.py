@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from selfdistill.kernel.kernels import kernel_matrix
 from selfdistill.kernel.result import ChainResult
-from selfdistill.kernel.rounds import self_distill
+from selfdistill.kernel.rounds import check_label_scale, self_distill
 from selfdistill.kernel.spectrum import Spectrum
 
 #: epsilon=None uses eps = e_min + DEFAULT_RELATIVE_EPSILON * (||y||^2 / K - e_min), where e_min is the mean
@@ -31,6 +31,18 @@ EXPECTED_FAILED_CHECKS_PRECOMPUTED = {
         "casts the precomputed kernel X X^T to int32/int64; the truncation makes it indefinite (most "
         "negative eigenvalue about -1% of the largest), which fit rejects"
     ),
+}
+
+#: check_estimator checks that KernelSelfDistillation(epsilon=eps) fails by design for a small fixed eps
+#: (absolute eps of 0.01 or less with the default rbf kernel; see the class docstring), with reasons.
+EXPECTED_FAILED_CHECKS_SMALL_EPSILON = {
+    name: (
+        "fits 80-100 points drawn around (100, 100) in 2-D: their rbf matrix (gamma = 1/n_features) is "
+        "numerically singular, and the N(0, 1) labels' component in its null space alone has a mean square "
+        "above eps, so no fit reaches eq. (1) and fit raises ValueError ('infeasible', naming the smallest "
+        "feasible epsilon)"
+    )
+    for name in ("check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in")
 }
 
 
@@ -115,6 +127,16 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     check_positive_only_tag_during_fit and check_estimators_dtypes (its integer-cast variant) pass kernel
     matrices that are not positive semi-definite, which fit rejects with a ValueError naming the most
     negative eigenvalue relative to the largest.
+    With a fixed ``epsilon`` fit is exactly as feasible as eq. (1): it raises ValueError ("infeasible")
+    when eps is at or below e_min, the mean square of the labels' component in the null space of the
+    kernel matrix (eigenvalues of G at most K * machine-eps * d_max). Three checks (check_fit_idempotent,
+    check_fit_check_is_fitted, check_n_features_in) fit points whose default rbf matrix is numerically
+    singular; their e_min is set by round-off-sized eigenvalues (between about 0.01 and 0.2, depending on
+    floating-point details). So check_estimator(KernelSelfDistillation(epsilon=eps)) passes for an absolute
+    eps of 0.2 or more (and for the default epsilon=None, feasible for every kernel), and for eps of 0.01 or
+    less fails exactly those three (EXPECTED_FAILED_CHECKS_SMALL_EPSILON, with reasons); in between, a
+    subset of them.
+    A low-rank kernel (e.g. polynomial) with a small fixed eps fails more checks, for the same reason.
     """
 
     def __init__(
@@ -206,6 +228,7 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"kernel='precomputed': X must be the square training kernel matrix [g(x_j, x_k)], got shape "
                 f"{X.shape}"
             )
+        check_label_scale(y)  # before the default epsilon, a multiple of ||y||^2 / K, becomes inf
         Y = y.reshape(y.shape[0], -1)
         spectrum = Spectrum.from_gram(self._kernel(X))
         self.epsilon_ = self._absolute_epsilon(Y, spectrum)

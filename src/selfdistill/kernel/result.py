@@ -397,72 +397,30 @@ class ChainResult:
             writer.writerow(cells)
         return atomic_write_text(path, buffer.getvalue())
 
-    # ---- plots (matplotlib imported lazily; Figure objects need no GUI backend) -------------------
+    # ---- plots: drawn by selfdistill.kernel.plots -----------------------------------------------------
     def plot_c(self, ax: Any = None) -> Any:
-        """c_t per round (log scale)."""
-        fig, ax = _axes(ax)
-        c = np.asarray(self.c, dtype=float)  # (T,) shared c, or (T, m) one c per output
-        lines = ax.semilogy(np.arange(self.n_rounds), c, marker="o")
-        if c.ndim == 2:
-            for j, line in enumerate(lines):
-                line.set_label(f"output {j}")
-            ax.legend(fontsize="small")
-        _integer_rounds(ax)
-        ax.set_ylabel("c_t (paper convention)")
-        ax.set_title("regularization multiplier per round")
-        return fig
+        """c_t per round (log scale): :func:`selfdistill.kernel.plots.plot_c`."""
+        return _plots().plot_c(self, ax=ax)
 
     def plot_norms(self, ax: Any = None) -> Any:
-        """||y_t||^2 / K per round with the collapse threshold epsilon."""
-        fig, ax = _axes(ax)
-        ax.semilogy(np.arange(self.n_rounds + 1), self.mean_square_labels, marker="o", label="||y_t||^2 / K")
-        if self.epsilon is not None and np.ndim(self.epsilon) == 0:
-            ax.axhline(float(self.epsilon), color="k", ls="--", label="epsilon (collapse)")
-        _integer_rounds(ax)
-        ax.legend()
-        ax.set_title("label energy per round")
-        return fig
+        """||y_t||^2 / K per round with epsilon: :func:`selfdistill.kernel.plots.plot_norms`."""
+        return _plots().plot_norms(self, ax=ax)
 
     def plot_b_diag(self, rounds: Sequence[int] | None = None, ax: Any = None) -> Any:
-        """B_t diagonal against the eigenvalue index (ascending eigenvalues), one line per round."""
-        fig, ax = _axes(ax)
-        b = self.b_diag if self.b_diag.ndim == 2 else self.b_diag.mean(axis=2)
-        for t in range(self.n_rounds) if rounds is None else rounds:
-            ax.plot(np.arange(self.n_samples), b[t], marker=".", label=f"t={t}")
-        ax.set_xlabel("eigenvalue index k (ascending d_k)")
-        ax.set_ylabel("B_t[k, k]")
-        ax.set_title("diagonal of B_t (eq. 45): small eigenvalues shrink faster")
-        if self.n_rounds:
-            ax.legend(fontsize="small")
-        return fig
+        """Diagonal of B_t (eq. 45) per round: :func:`selfdistill.kernel.plots.plot_b_diag`."""
+        return _plots().plot_b_diag(self, rounds=rounds, ax=ax)
 
     def plot_fits(
-        self,
-        x_train: np.ndarray,
-        x_plot: np.ndarray,
-        kernel_plot_train: np.ndarray,
-        *,
-        truth: np.ndarray | None = None,
-        rounds: Sequence[int] | None = None,
-        ax: Any = None,
+        self, x_train: np.ndarray, x_plot: np.ndarray, kernel_plot_train: np.ndarray, **kwargs: Any
     ) -> Any:
-        """1-D inputs: the fitted function of each round on x_plot (raw kernel [g(x_plot, x_train)])."""
-        fig, ax = _axes(ax)
-        order = np.argsort(np.ravel(x_plot))
-        xp = np.ravel(x_plot)[order]
-        y0 = self.labels if self.labels.ndim == 1 else self.labels[:, 0]
-        ax.scatter(np.ravel(x_train), y0, color="k", zorder=3, label="labels y_0")
-        if truth is not None:
-            ax.plot(xp, np.ravel(truth)[order], "k--", label="truth")
-        for t in range(self.n_rounds) if rounds is None else rounds:
-            pred = self.predict(kernel_plot_train, round=t)
-            pred = pred if pred.ndim == 1 else pred[:, 0]
-            ax.plot(xp, pred[order], label=f"round {t}")
-        ax.set_xlabel("x")
-        ax.legend(fontsize="small")
-        outputs = "" if self.n_outputs == 1 else f" (output 0 of {self.n_outputs})"
-        ax.set_title("self-distillation rounds" + outputs)
-        return fig
+        """1-D inputs, every round's fit: :func:`selfdistill.kernel.plots.plot_fits` (truth, rounds, ax)."""
+        return _plots().plot_fits(self, x_train, x_plot, kernel_plot_train, **kwargs)
+
+
+def _plots() -> Any:
+    from selfdistill.kernel import plots
+
+    return plots
 
 
 def _fmt_eps(eps: Any) -> str:
@@ -471,20 +429,3 @@ def _fmt_eps(eps: Any) -> str:
 
 def _kappa(d: np.ndarray) -> float:
     return float(d[-1] / d[0]) if d.size and d[0] > 0 else float("inf")
-
-
-def _integer_rounds(ax: Any) -> None:
-    """Rounds are integers: no 0.25 ticks on the round axis."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round t")
-
-
-def _axes(ax: Any) -> tuple[Any, Any]:
-    if ax is not None:
-        return ax.figure, ax
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
-    return fig, fig.add_subplot()

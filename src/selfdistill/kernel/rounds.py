@@ -94,6 +94,19 @@ def _null_space_cause(null: np.ndarray, n_samples: int) -> str:
     )
 
 
+def check_label_scale(y: np.ndarray) -> None:
+    """One-line ValueError when ||y||^2 overflows float64 (|y| beyond about 1e154): every quantity of the
+    chain (||y_t||^2 / K against eps, eq. 20) would be inf or NaN. ``y`` must already be finite."""
+    with np.errstate(over="ignore"):
+        energy = float(np.sum(np.square(y, dtype=float)))
+    if not np.isfinite(energy):
+        raise ValueError(
+            f"y is too large: the sum of its squares overflows float64 (largest |y| = "
+            f"{float(np.max(np.abs(y))):.3g}); rescale the labels, e.g. divide y by its standard deviation "
+            "(and an absolute epsilon by its square)"
+        )
+
+
 def _as_epsilon(epsilon, n_outputs: int, per_output_c: bool, name: str = "epsilon"):
     eps = np.asarray(epsilon, dtype=float)
     if eps.ndim == 0:
@@ -173,6 +186,7 @@ def self_distill(
         )
     if not np.all(np.isfinite(y)):
         raise ValueError("y contains NaN or infinite values; remove or impute them")
+    check_label_scale(y)
     single_output = y.ndim == 1
     Y = y.reshape(K, -1)
     m = Y.shape[1]

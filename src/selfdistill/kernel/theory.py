@@ -49,12 +49,6 @@ def positive_spectrum(eigenvalues: np.ndarray, rank_tol: float | None = None) ->
     return d[d > tol * d_max]
 
 
-def condition_number(eigenvalues: np.ndarray, rank_tol: float | None = None) -> float:
-    """kappa = d_max / d_min over the positive eigenvalues (Section 3.2)."""
-    d = positive_spectrum(eigenvalues, rank_tol)
-    return float(d[-1] / d[0])
-
-
 def _consecutive_distinct(d_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (d_k, d_{k+1}) of consecutive distinct positive eigenvalues, ascending."""
     u = np.unique(d_pos)
