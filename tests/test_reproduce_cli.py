@@ -1,6 +1,6 @@
 """`selfdistill reproduce` (experiments/reproduce.py): writes outside the tracked files by default, owns its
-folder, refuses an earlier finished run unless --overwrite, resumes an interrupted one; the neural part is
-replaced by a stand-in here (its own tests live with it)."""
+folder, refuses a run with other settings unless --overwrite, resumes one with the same settings; the
+neural part is replaced by a stand-in here (its own tests live with it)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_the_readme_main_command_writes_to_an_ignored_folder():
     assert str(parser.parse_args([]).out) == "runs/reproduce"
 
 
-def test_kernel_reproduction_refuses_a_finished_run_and_overwrite_replaces_it(
+def test_kernel_reproduction_reruns_the_same_command_refuses_others_and_overwrite_replaces_it(
     tmp_path, run_cli, capsys, monkeypatch
 ):
     from matplotlib.figure import Figure
@@ -69,9 +69,12 @@ def test_kernel_reproduction_refuses_a_finished_run_and_overwrite_replaces_it(
     assert (out / "kernel" / "paper" / "figure2.png").is_file()
     capsys.readouterr()
     (out / "stale.txt").write_text("from another run")
-    assert run_cli("--what", "kernel", "--out", out) == 2
+    assert run_cli("--what", "kernel", "--out", out) == 0  # the same command again: written again
+    assert "holds a finished run of this command" in capsys.readouterr().out
+    assert run_cli("--what", "kernel", "--out", out, "--epsilon", 0.06) == 2
     err = _one_error_line(capsys)
-    assert f"--out {out} holds a finished reproduce run; use --overwrite to replace it" in err
+    assert f"--out {out} holds a finished reproduce run with other settings" in err
+    assert "use --overwrite to replace it" in err
     assert run_cli("--what", "kernel", "--out", out, "--epsilon", 0.01, "--overwrite") == 2  # infeasible eps
     assert "infeasible" in _one_error_line(capsys) and (out / "stale.txt").exists()  # nothing was cleared
     assert run_cli("--what", "kernel", "--out", out, "--epsilon", 0.06, "--overwrite") == 0

@@ -8,9 +8,10 @@
 
 Everything lands in --out (default runs/reproduce, outside the tracked files) as PNG plots, CSV/JSON
 numbers and a short summary printed at the end. The run owns its folder while it runs. A non-empty --out
-is refused unless --overwrite (which clears it), or unless it holds an interrupted run of the same
-command: then the same command resumes it (the kernel part is recomputed in seconds, the neural chain
-continues after its last finished round).
+is refused unless --overwrite (which clears it), or unless it holds a run of the same command with the same
+settings: then the command resumes it (the kernel part is recomputed in seconds, the neural chain continues
+after its last finished round; a finished run is written again from its checkpoints, so running the
+README's first command twice works).
 """
 
 from __future__ import annotations
@@ -93,14 +94,13 @@ def _prepare(folder: RunFolder, args: argparse.Namespace, settings: dict[str, An
     record = _record(folder)
     if record is None:  # not a reproduce run: refused
         folder.refuse_if_not_empty("use --overwrite to replace it, or choose another --out")
-    if not record.get("finished") and record.get("settings") == settings:
+    if record.get("settings") == settings:  # the same command: resume it (a finished run: all cached)
         return True
-    reason = (
-        "holds a finished reproduce run"
-        if record.get("finished")
-        else f"holds an interrupted reproduce run with other settings ({record.get('settings')})"
+    state = "finished" if record.get("finished") else "interrupted"
+    raise ValueError(
+        f"--out {folder.path} holds a {state} reproduce run with other settings ({record.get('settings')}); "
+        "use --overwrite to replace it, or choose another --out"
     )
-    raise ValueError(f"--out {folder.path} {reason}; use --overwrite to replace it, or choose another --out")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,7 +115,13 @@ def main(args: argparse.Namespace) -> int:
         resuming = _prepare(folder, args, settings)
         out = folder.path
         if resuming:
-            print(f"resuming the interrupted run in {out}")
+            finished = bool((_record(folder) or {}).get("finished"))
+            print(
+                f"{out} holds a finished run of this command: its results are written again from the "
+                "finished rounds (--overwrite starts over)"
+                if finished
+                else f"resuming the interrupted run in {out}"
+            )
         record = {"command": _COMMAND, "argv": sys.argv[1:], "settings": settings, "finished": False}
         with folder.writing(rerun="then run the same command again to resume"):
             atomic_write_json(out / RUN_RECORD, record)
