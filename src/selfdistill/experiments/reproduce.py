@@ -96,9 +96,9 @@ def _prepare(folder: RunFolder, args: argparse.Namespace, settings: dict[str, An
         folder.refuse_if_not_empty("use --overwrite to replace it, or choose another --out")
     if record.get("settings") == settings:  # the same command: resume it (a finished run: all cached)
         return True
-    state = "finished" if record.get("finished") else "interrupted"
+    state = "a finished" if record.get("finished") else "an interrupted"
     raise ValueError(
-        f"--out {folder.path} holds a {state} reproduce run with other settings ({record.get('settings')}); "
+        f"--out {folder.path} holds {state} reproduce run with other settings ({record.get('settings')}); "
         "use --overwrite to replace it, or choose another --out"
     )
 
