@@ -270,25 +270,41 @@ def test_splits_leaving_too_few_training_examples_name_the_key(tmp_path, capsys)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before --out
 
 
-def test_damaged_teacher_and_runs_are_recomputed_and_said(finished_run, tmp_path, capsys):
-    """teacher.pt with a flipped byte in its weights is retrained (the same teacher: the students stay
-    valid, they were computed from the same weights); runs.json edited behind its hash is recomputed."""
+def test_a_damaged_teacher_is_retrained_and_said_and_its_students_are_kept(finished_run, tmp_path, capsys):
+    """teacher.pt with a flipped byte in its weights (torch.load reads it without complaint) is retrained;
+    the retrained teacher has the same weights, so the finished students (matched by the teacher's sha256)
+    are kept. More seeds extend the run: only the new seed's students are trained."""
     import shutil
 
     from checkpoint_files import flip_byte_in_a_tensor
 
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
-    reference = (out / "results.csv").read_text()
+    before = _runs(out / "runs.json")
     flip_byte_in_a_tensor(out / "teacher.pt")
+    capsys.readouterr()
+    more = [item.replace("seeds=2", "seeds=3") for item in TINY]
+    assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *more]) == 0
+    err = capsys.readouterr().err
+    assert f"teacher {out / 'teacher.pt'}: its weights do not match the sha256" in err
+    assert "retraining the teacher" in err and "recomputing" not in err
+    after = _runs(out / "runs.json")
+    assert after[: len(before)] == before and sorted({r["seed"] for r in after[len(before) :]}) == [2]
+
+
+def test_per_run_results_edited_behind_their_hash_are_recomputed_and_said(finished_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    reference = (out / "results.csv").read_text()
     saved = json.loads((out / "runs.json").read_text())
     saved["rows"][0]["test_accuracy"] = 0.123  # a silently different number
     (out / "runs.json").write_text(json.dumps(saved))
     capsys.readouterr()
     assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY]) == 0
     err = capsys.readouterr().err
-    assert f"teacher {out / 'teacher.pt'}: its weights do not match the sha256" in err
-    assert f"{out / 'runs.json'}: its content does not match the sha256" in err
+    assert f"{out / 'runs.json'}: its content does not match the sha256" in err and "recomputing" in err
     assert (out / "results.csv").read_text() == reference
 
 

@@ -620,8 +620,8 @@ def stage_candidates(
     spread = {int(order[int(round(q))]) for q in np.linspace(0, len(order) - 1, count)}
     picks = sorted(spread | ({0} if search.baseline_score is not None else set()))  # eps = 0 as a reference
     saved = VerifiedRows(out / "candidates.json", student_settings(config), teacher.sha256)
-    done = {r["candidate"] for r in saved.rows}
     seed = config.seed_list[0]
+    done = {r["candidate"] for r in saved.rows if r["seed"] == seed}
     for index in picks:
         if index in done:
             continue
@@ -629,7 +629,8 @@ def stage_candidates(
                               form=config.ptloss.form, name=f"candidate_{index}")  # fmt: skip
         metrics = trainer(method.loss, method.targets(outputs.transfer_probs), seed)
         saved.add({"candidate": index, "score": float(search.scores[index]), "seed": seed, **metrics})
-    rows = sorted(saved.rows, key=lambda r: r["score"])
+    rows = [r for r in saved.rows if r["seed"] == seed and r["candidate"] in picks]
+    rows.sort(key=lambda r: r["score"])
     atomic_write_csv(out / "candidates.csv", rows, CANDIDATE_COLUMNS)
     if plots:
         _plot_candidates(rows, search, out / "candidates.png")
