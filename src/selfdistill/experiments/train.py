@@ -141,34 +141,32 @@ def build_components(config: ExperimentConfig) -> dict[str, Any]:
     return {"data": data, "model_factory": model_factory, "loss_fn": loss_fn, "spec": spec}
 
 
-def _claim_on_main(config: ExperimentConfig, out: Path, overwrite: bool, ctx: Any, spec: Any) -> Any:
-    """Rank 0 takes --out (lock, overwrite/resume policy, config.yaml) before any rank writes; every rank
-    learns the outcome (the other ranks wait for it), so a refused run stops on every rank. Returns the held
-    RunFolder on rank 0 (None elsewhere) and the number of checkpoints found."""
-    from selfdistill.nn.chain import count_checkpoints
+def _on_main(action: Any, ctx: Any, *, share: bool = True) -> Any:
+    """``action()`` on rank 0 only; every rank gets its result (``share``; else rank 0 keeps it and the
+    others get None), or raises its error: the other ranks wait for rank 0 instead of racing it, and a
+    refused run stops on every rank rather than hanging."""
     from selfdistill.nn.distributed import share_from_main
 
-    folder, outcome, error = None, None, None
+    result, outcome, error = None, None, None
     if ctx.is_main:
         try:
-            folder = claim_run_folder(out, config, overwrite=overwrite)
-            outcome = ("ok", count_checkpoints(out, spec))
+            result = action()
+            outcome = ("ok", result if share else None)
         except ValueError as err:
-            error = err
-            outcome = ("error", str(err))
+            error, outcome = err, ("error", str(err))
     outcome = share_from_main(outcome, ctx)
     if error is not None:
         raise error
     if outcome[0] == "error":
         raise ValueError(outcome[1])
-    return folder, outcome[1]
+    return result if ctx.is_main else outcome[1]
 
 
 def run_experiment(
     config: ExperimentConfig, out: Path, *, overwrite: bool = False, plots: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) the experiment of ``config`` into ``out``; returns the summary (also summary.json)."""
-    from selfdistill.nn.chain import run_chain
+    from selfdistill.nn.chain import count_checkpoints, run_chain
     from selfdistill.nn.checkpoint import atomic_write_json
     from selfdistill.nn.distributed import init_distributed, shutdown_distributed
     from selfdistill.nn.early_stopping import run_early_stopping_comparison
@@ -177,10 +175,13 @@ def run_experiment(
     ctx = init_distributed(config.device)
     folder = None
     try:
-        check_resumable(out, config, overwrite=overwrite)  # read-only: fail before loading the data
+        # read-only check of --out (rank 0): fail before loading the data
+        _on_main(lambda: check_resumable(out, config, overwrite=overwrite), ctx)
         parts = build_components(config)  # data, model, loss checked before --out is touched
         spec = parts["spec"]
-        folder, found = _claim_on_main(config, out, overwrite, ctx, spec)
+        # rank 0 takes --out (lock, overwrite/resume policy, config.yaml) before any rank writes
+        folder = _on_main(lambda: claim_run_folder(out, config, overwrite=overwrite), ctx, share=False)
+        found = _on_main(lambda: count_checkpoints(out, spec), ctx)
         data = parts["data"]
         if ctx.device.type == "cuda":
             data = data.to(ctx.device)
