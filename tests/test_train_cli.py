@@ -83,6 +83,9 @@ def test_user_errors_are_clear(tmp_path):
         _run(["no_such_config", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         _run(["digits_mlp_l2", "--out", str(tmp_path), "--set", "optimizer.steps"])
+    with pytest.raises(ValueError, match=r"data.subset=5 leaves 5 training examples, fewer than 10; raise"):
+        _run(["digits_mlp_l2", "--out", str(tmp_path / "s"), "--set", "data.subset=5", "--no-progress"])
+    assert not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match=r"model 'mlp' does not accept \['depth'\]"):
         _run(["digits_mlp_l2", "--out", str(tmp_path / "m"), "--set", "model.depth=3", "--no-progress"])
     with pytest.raises(FileNotFoundError, match="cifar10"):

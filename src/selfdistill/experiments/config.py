@@ -83,8 +83,6 @@ import yaml
 
 from selfdistill.io import flatten_mapping, mapping_differences
 
-OPTIMIZER_NAMES = ("adam", "sgd")
-WEIGHT_DECAY_MODES = ("l2", "decoupled")
 TRANSFER_SOURCES = ("train", "held_out", "file")
 MIN_TRAINING_EXAMPLES = 10  # fewer cannot train anything meaningful: a one-line error names the key
 
@@ -120,6 +118,18 @@ def loss_names() -> tuple[str, ...]:
     from selfdistill.nn.losses import LOSS_NAMES
 
     return LOSS_NAMES
+
+
+def optimizer_names() -> tuple[str, ...]:
+    from selfdistill.nn.training import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def weight_decay_modes() -> tuple[str, ...]:
+    from selfdistill.nn.training import WEIGHT_DECAY_MODES
+
+    return WEIGHT_DECAY_MODES
 
 
 def device_names() -> tuple[str, ...]:
@@ -234,8 +244,8 @@ class OptimizerConfig:
     eval_every: int = 50
 
     def validate(self, where: str) -> None:
-        _choice(f"{where}.name", self.name, OPTIMIZER_NAMES)
-        _choice(f"{where}.weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        _choice(f"{where}.name", self.name, optimizer_names())
+        _choice(f"{where}.weight_decay_mode", self.weight_decay_mode, weight_decay_modes())
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"{where}.lr must be a positive number; got {self.lr}")
         if not self.weight_decay >= 0:
