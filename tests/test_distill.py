@@ -10,7 +10,21 @@ import sys
 import pytest
 
 from selfdistill.cli import main as cli_main
-from selfdistill.experiments.distill import load_json, parse_config
+from selfdistill.experiments.config import read_yaml, resolve_config_path
+from selfdistill.experiments.distill import parse_config
+from selfdistill.io import atomic_write_verified_json, read_verified_json
+
+BASE = read_yaml(resolve_config_path("distill_digits"))  # a complete config; tests replace sections
+
+
+def _config(**sections):
+    return {**BASE, **sections}
+
+
+def _runs(path):
+    content, problem = read_verified_json(path)
+    assert problem is None
+    return content["rows"]
 
 TINY = [
     "--set", "teacher.optimizer.steps=150",
@@ -40,6 +54,7 @@ def test_run_writes_every_table(finished_run):
     out = finished_run
     for name in ("teacher.pt", "search.csv", "search.json", "runs.csv", "results.csv", "results.json"):
         assert (out / name).is_file(), name
+    assert (out / "config.yaml").is_file() and not (out / "config.json").exists()  # one resume snapshot
     results = _rows(out / "results.csv")
     assert [r["method"] for r in results] == METHODS
     assert all(int(r["n_seeds"]) == 2 for r in results)
@@ -66,12 +81,13 @@ def test_interrupted_run_resumes_to_the_same_result(finished_run, tmp_path):
 
     out = tmp_path / "resumed"
     shutil.copytree(finished_run, out)
-    complete = load_json(out / "runs.json")
-    (out / "runs.json").write_text(json.dumps(complete[:3]))  # as if killed after three students
+    complete = _runs(out / "runs.json")
+    content, _ = read_verified_json(out / "runs.json")
+    atomic_write_verified_json(out / "runs.json", {**content, "rows": complete[:3]})  # killed after three
     (out / "results.csv").unlink()
     teacher_mtime = (out / "teacher.pt").stat().st_mtime_ns
     assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY]) == 0
-    resumed = load_json(out / "runs.json")
+    resumed = _runs(out / "runs.json")
     key = lambda r: (r["method"], r["seed"])  # noqa: E731
     assert [(key(r), r["test_accuracy"], r["val_accuracy"]) for r in sorted(resumed, key=key)] == [
         (key(r), r["test_accuracy"], r["val_accuracy"]) for r in sorted(complete, key=key)
@@ -80,16 +96,18 @@ def test_interrupted_run_resumes_to_the_same_result(finished_run, tmp_path):
 
 
 def test_changed_config_in_same_folder_is_refused(finished_run, capsys):
-    changed = [item.replace("seeds=2", "seeds=3") for item in TINY]
+    changed = [*TINY, "--set", "student.optimizer.lr=0.01"]
     code = cli_main(["distill", "distill_digits", "--out", str(finished_run), "--no-plots", *changed])
     assert code == 2
-    assert "different config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different config" in err and "student.optimizer.lr: 0.003 in the folder, 0.01 now" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"studnet": {}}, "studnet: unknown key"),
+        ({"studnet": {}}, "unknown key 'studnet'"),
         ({"seeds": 0}, "seeds"),
         ({"methods": {"temperatures": [0.0]}}, "methods.temperatures"),
         ({"search": {"n_candidates": 1}}, "search.n_candidates"),
@@ -103,7 +121,7 @@ def test_changed_config_in_same_folder_is_refused(finished_run, capsys):
 )
 def test_bad_config_raises_clear_errors(raw, message):
     with pytest.raises(ValueError, match=message):
-        parse_config(raw)
+        parse_config(_config(**raw))
 
 
 def test_module_does_not_import_torch():
@@ -146,10 +164,7 @@ def test_held_out_and_file_transfer_sets(tmp_path):
     transfer = json.loads((out / "results.json").read_text())["transfer"]
     assert transfer["size"] == len(transfer_idx) and transfer["teacher_train_size"] == len(teacher_idx)
     # the reported teacher accuracy on the transfer set, recomputed from the saved teacher
-    from selfdistill.experiments.distill import _model_factory, parse_config
-
-    config = parse_config({"teacher": {"model": {"name": "mlp", "hidden_sizes": [256, 256]}}})
-    teacher = _model_factory(config["teacher"]["model"], data)()
+    teacher = parse_config(BASE).teacher.model.factory(data)()
     teacher.load_state_dict(torch.load(out / "teacher.pt", weights_only=True)["model"])
     with torch.no_grad():
         predicted = teacher.eval()(data.x_train[torch.as_tensor(transfer_idx)]).argmax(1)
@@ -168,15 +183,15 @@ def test_held_out_and_file_transfer_sets(tmp_path):
 @pytest.mark.parametrize(
     ("transfer", "message"),
     [
-        ({"source": "unlabeled"}, "transfer.source: expected one of train, held_out, file"),
-        ({"source": "held_out", "fraction": 1.0}, r"transfer.fraction: expected a number in \(0, 1\)"),
+        ({"source": "unlabeled"}, "transfer.source: 'unlabeled' is not allowed; allowed values: train, held"),
+        ({"source": "held_out", "fraction": 1.0}, r"transfer.fraction must be in \(0, 1\)"),
         ({"source": "file"}, "transfer.path: source 'file' needs the path"),
         ({"path": "x.npy"}, "transfer.path is only read with transfer.source: file"),
     ],
 )
 def test_bad_transfer_settings(transfer, message):
     with pytest.raises(ValueError, match=message):
-        parse_config({"transfer": transfer})
+        parse_config(_config(transfer=transfer))
 
 
 def test_bad_transfer_files_name_the_problem(tmp_path):
@@ -189,7 +204,7 @@ def test_bad_transfer_files_name_the_problem(tmp_path):
     np.save(tmp_path / "flat.npy", np.zeros((5, 64)))
     with pytest.raises(ValueError, match=r"shape \(5, 64\); expected \(N, 1, 8, 8\)"):
         load_transfer_inputs(tmp_path / "flat.npy", (1, 8, 8))
-    bad = np.zeros((3, 1, 8, 8))
+    bad = np.zeros((12, 1, 8, 8))
     bad[1, 0, 2, 2] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -197,5 +212,114 @@ def test_bad_transfer_files_name_the_problem(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 1, 8, 8)), b=np.zeros(2))
     with pytest.raises(ValueError, match="name the inputs 'x'"):
         load_transfer_inputs(tmp_path / "two.npz", (1, 8, 8))
-    np.savez(tmp_path / "ok.npz", x=np.ones((2, 1, 8, 8)), y=np.zeros(2))
-    assert load_transfer_inputs(tmp_path / "ok.npz", (1, 8, 8)).shape == (2, 1, 8, 8)
+    np.savez(tmp_path / "ok.npz", x=np.ones((12, 1, 8, 8)), y=np.zeros(12))
+    assert load_transfer_inputs(tmp_path / "ok.npz", (1, 8, 8)).shape == (12, 1, 8, 8)
+    np.save(tmp_path / "few.npy", np.zeros((4, 1, 8, 8)))
+    with pytest.raises(ValueError, match=r"holds 4 inputs, fewer than 10"):
+        load_transfer_inputs(tmp_path / "few.npy", (1, 8, 8))
+
+
+def test_transfer_files_that_are_not_arrays_get_one_line(tmp_path):
+    from selfdistill.experiments.distill import load_transfer_inputs
+
+    for name in ("text.npy", "text.pt", "text.npz"):
+        (tmp_path / name).write_text("pixel,pixel\n0,16\n")
+        with pytest.raises(ValueError, match=r"is not a NumPy \(.npy/.npz\) or torch \(.pt\) file") as info:
+            load_transfer_inputs(tmp_path / name, (1, 8, 8))
+        assert "\n" not in str(info.value) and str(tmp_path / name) in str(info.value)
+    (tmp_path / "x.csv").write_text("0,16\n")
+    with pytest.raises(ValueError, match=r"x.csv is not a .npy, .npz or .pt file; save the inputs"):
+        load_transfer_inputs(tmp_path / "x.csv", (1, 8, 8))
+
+
+def test_unpreprocessed_transfer_inputs_are_warned_about(tmp_path):
+    """Raw 0-16 pixels where the teacher saw standardized ones: warned, naming the path and what differs;
+    inputs preprocessed like the training inputs (the test split) pass silently."""
+    import warnings
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from selfdistill.experiments.distill import transfer_set
+
+    raw = load_digits().images[:200, None].astype(np.float32)  # values 0..16
+    np.save(tmp_path / "raw.npy", raw)
+    config = parse_config(_config(transfer={"source": "file", "path": str(tmp_path / "raw.npy")}))
+    data = config.data.load()
+    with pytest.warns(UserWarning, match=r"transfer.path: the inputs of .*raw.npy do not look prepro") as w:
+        transfer_set(config, data)
+    message = str(w[0].message)
+    assert "mean" in message and "range" in message
+    np.save(tmp_path / "ok.npy", data.x_test.numpy())
+    config = parse_config(_config(transfer={"source": "file", "path": str(tmp_path / "ok.npy")}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert transfer_set(config, data).x.shape[0] == data.num_test
+
+
+def test_splits_leaving_too_few_training_examples_name_the_key(tmp_path, capsys):
+    args = ["distill", "distill_digits", "--no-plots", *TINY]
+    held = ["--set", "transfer.source=held_out", "--set", "transfer.fraction=0.995"]
+    assert cli_main([*args, "--out", str(tmp_path / "a"), *held]) == 2
+    err = capsys.readouterr().err
+    assert "transfer.fraction=0.995 of 1149 training examples leaves 1143 for the transfer set and 6" in err
+    assert "at least 10" in err and len(err.strip().splitlines()) == 1
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--set", "data.val_fraction=0.995"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val_fraction=0.995 leaves 7 training examples, fewer than 10" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before --out
+
+
+def test_a_damaged_teacher_is_retrained_and_said_and_its_students_are_kept(finished_run, tmp_path, capsys):
+    """teacher.pt with a flipped byte in its weights (torch.load reads it without complaint) is retrained;
+    the retrained teacher has the same weights, so the finished students (matched by the teacher's sha256)
+    are kept. More seeds extend the run: only the new seed's students are trained."""
+    import shutil
+
+    from checkpoint_files import flip_byte_in_a_tensor
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    before = _runs(out / "runs.json")
+    flip_byte_in_a_tensor(out / "teacher.pt")
+    capsys.readouterr()
+    more = [item.replace("seeds=2", "seeds=3") for item in TINY]
+    assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *more]) == 0
+    err = capsys.readouterr().err
+    assert f"teacher {out / 'teacher.pt'}: its weights do not match the sha256" in err
+    assert "retraining the teacher" in err and "recomputing" not in err
+    after = _runs(out / "runs.json")
+    assert after[: len(before)] == before and sorted({r["seed"] for r in after[len(before) :]}) == [2]
+
+
+def test_per_run_results_edited_behind_their_hash_are_recomputed_and_said(finished_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    reference = (out / "results.csv").read_text()
+    saved = json.loads((out / "runs.json").read_text())
+    saved["rows"][0]["test_accuracy"] = 0.123  # a silently different number
+    (out / "runs.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY]) == 0
+    err = capsys.readouterr().err
+    assert f"{out / 'runs.json'}: its content does not match the sha256" in err and "recomputing" in err
+    assert (out / "results.csv").read_text() == reference
+
+
+def test_a_given_teacher_checkpoint_that_fails_its_hash_is_an_error(finished_run, tmp_path, capsys):
+    import shutil
+
+    from checkpoint_files import flip_byte_in_a_tensor
+
+    given = tmp_path / "teacher.pt"
+    shutil.copy(finished_run / "teacher.pt", given)
+    flip_byte_in_a_tensor(given)
+    out = tmp_path / "run"
+    code = cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY,
+                     "--set", f"teacher.checkpoint={given}"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"teacher.checkpoint: {given} its weights do not match the sha256" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

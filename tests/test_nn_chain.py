@@ -12,8 +12,8 @@ from torch import nn
 from selfdistill.nn.chain import (
     ROUND_COLUMNS,
     ChainHooks,
-    ChainResult,
     ChainSpec,
+    NeuralChainResult,
     checkpoint_path,
     derive_seed,
     fresh_model,
@@ -204,7 +204,7 @@ def test_best_round_uses_validation_never_test():
         _row(1, 1, 0.80, 0.50),
         _row(1, 2, 0.95, 0.60),
     ]
-    best = ChainResult(rows).best_round_by_val()
+    best = NeuralChainResult(rows).best_round_by_val()
     # mean val per round: 0.75, 0.85, 0.90 -> round 2 (mean test would have picked round 0: 0.99)
     assert best["round"] == 2
     assert best["test_acc_mean"] == pytest.approx(0.60)
@@ -216,3 +216,21 @@ def test_spec_rejects_bad_values():
         _spec(rounds=0)
     with pytest.raises(ValueError, match="distinct"):
         _spec(seeds=(1, 1))
+
+
+def test_one_name_per_meaning_and_no_dead_code():
+    """The network chain's result is NeuralChainResult; ChainResult is the kernel's alone; the unused
+    rounds.csv reader and summary writer are gone."""
+    import selfdistill.nn.chain as chain_module
+    from selfdistill.kernel import ChainResult as KernelChainResult
+
+    assert not hasattr(chain_module, "ChainResult") and not hasattr(chain_module, "load_rounds_csv")
+    assert not hasattr(NeuralChainResult, "save_summary")
+    assert KernelChainResult is not NeuralChainResult
+
+
+def test_one_check_probabilities_contract():
+    from selfdistill.nn import losses
+    from selfdistill.ptloss import proxy
+
+    assert losses.check_probabilities is proxy.check_probabilities

@@ -6,13 +6,15 @@ import pytest
 import yaml
 
 from selfdistill.experiments.config import (
-    DATA_NAMES,
-    LOSS_NAMES,
-    MODEL_NAMES,
     apply_overrides,
     config_differences,
     config_from_dict,
+    data_names,
+    distill_config_from_dict,
     load_config,
+    load_distill_config,
+    loss_names,
+    model_names,
     read_yaml,
     resolve_config_path,
     shipped_config_names,
@@ -128,11 +130,9 @@ def test_every_shipped_config_validates(tmp_path):
     assert PAPER_CONFIGS | CPU_CONFIGS <= names
     for name in names:
         if "teacher" in yaml.safe_load(resolve_config_path(name).read_text()):
-            from selfdistill.experiments.distill import parse_config as parse_distill_config
-
             with pytest.raises(ValueError, match="selfdistill distill"):  # the train CLI points to distill
                 load_config(name)
-            assert parse_distill_config(read_yaml(resolve_config_path(name)))["name"] == name
+            assert distill_config_from_dict(read_yaml(resolve_config_path(name))).name == name
             continue
         config = load_config(name)
         assert config.name == name
@@ -155,11 +155,81 @@ def test_unknown_config_name_lists_the_shipped_ones():
         resolve_config_path("no_such_config")
 
 
-def test_schema_names_match_the_torch_registries():
+def test_schema_names_are_the_torch_registries():
+    """One list per name kind: the config takes them from selfdistill.nn, it does not copy them."""
     from selfdistill.nn.data import DATASET_NAMES
-    from selfdistill.nn.losses import LOSS_NAMES as TORCH_LOSS_NAMES
-    from selfdistill.nn.models import MODEL_NAMES as TORCH_MODEL_NAMES
+    from selfdistill.nn.losses import LOSS_NAMES
+    from selfdistill.nn.models import MODEL_NAMES
 
-    assert set(DATA_NAMES) == set(DATASET_NAMES)
-    assert set(MODEL_NAMES) == set(TORCH_MODEL_NAMES)
-    assert set(LOSS_NAMES) == set(TORCH_LOSS_NAMES)
+    assert data_names() is DATASET_NAMES and model_names() is MODEL_NAMES and loss_names() is LOSS_NAMES
+
+
+MINIMAL_DISTILL = {
+    "name": "d",
+    "data": {"name": "digits"},
+    "teacher": {"model": {"name": "mlp"}, "optimizer": {"steps": 10}},
+    "student": {"model": {"name": "mlp", "hidden_sizes": [8]}, "optimizer": {"steps": 10}},
+}
+
+
+def test_train_and_distill_share_sections_and_defaults():
+    """One schema: the same dataclass per shared section, the same defaults (device auto, val_fraction)."""
+    train = config_from_dict(MINIMAL)
+    distill = distill_config_from_dict(MINIMAL_DISTILL)
+    assert type(train.data) is type(distill.data) and train.data == distill.data
+    assert type(train.optimizer) is type(distill.teacher.optimizer) is type(distill.student.optimizer)
+    assert type(train.model) is type(distill.student.model)
+    assert train.device == distill.device == "auto"
+    assert train.data.val_fraction == distill.data.val_fraction == 0.1
+    assert distill_config_from_dict(distill.to_dict()) == distill  # the snapshot round-trips
+    # the shipped configs state their own values, so the common defaults changed none of them
+    shipped = load_distill_config("distill_digits")
+    assert shipped.data.val_fraction == 0.2 and shipped.device == "cpu"
+    assert load_distill_config("distill_cifar100").device == "auto"
+    for name in ("digits_mlp_l2", "digits_mlp_early_stopping", "mnist1d_cnn_l2"):
+        assert load_config(name).device == "cpu" and load_config(name).data.val_fraction == 0.1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({**MINIMAL_DISTILL, "studnet": {}}, r"unknown key 'studnet'; allowed keys: name, data, teacher"),
+        ({k: v for k, v in MINIMAL_DISTILL.items() if k != "teacher"}, r"missing required key 'teacher'"),
+        ({**MINIMAL_DISTILL, "teacher": {"model": {"name": "mlp"}}}, r"teacher: missing required key 'optim"),
+        (
+            {**MINIMAL_DISTILL, "student": {"model": {"name": "mlp"}, "optimizer": {"lr": 0.1}}},
+            r"student.optimizer: give exactly one of steps and epochs",
+        ),
+        ({**MINIMAL_DISTILL, "data": {"name": "digits", "val_fraction": 0.0}}, r"val_fraction: .*search"),
+        ({**MINIMAL_DISTILL, "search": {"scale": "big"}}, r"search.scale must be float; got 'big'"),
+    ],
+)
+def test_distill_config_errors_name_the_key(raw, message):
+    with pytest.raises(ValueError, match=message):
+        distill_config_from_dict(raw)
+
+
+def test_yaml_numbers_without_a_dot_are_numbers_in_both_configs(tmp_path):
+    """PyYAML reads 1e6 and 1e-3 as strings; both configs read them as numbers, in every key."""
+    train_text = yaml.safe_dump(MINIMAL).replace("steps: 10", "steps: 1e3") + "chain: {rounds: 2e0}\n"
+    train_text = train_text.replace("name: l2", "name: kl\n  temperature: 4e0")
+    (tmp_path / "t.yaml").write_text(train_text)
+    train = load_config(tmp_path / "t.yaml", ["optimizer.lr=1e-2"])
+    assert train.optimizer.steps == 1000 and isinstance(train.optimizer.steps, int)
+    assert train.optimizer.lr == 0.01 and train.chain.rounds == 2
+    assert train.loss.kwargs == {"temperature": 4.0}  # a free key (build_loss argument) too
+    distill_text = yaml.safe_dump(MINIMAL_DISTILL) + "search: {scale: 1e6, n_candidates: 2e1}\n"
+    (tmp_path / "d.yaml").write_text(distill_text)
+    distill = load_distill_config(tmp_path / "d.yaml")
+    assert distill.search.scale == 1e6 and distill.search.n_candidates == 20
+    assert load_distill_config(tmp_path / "d.yaml", ["search.scale=2e-1"]).search.scale == 0.2
+
+
+@pytest.mark.parametrize("loss", ["kl", "ptloss"])
+@pytest.mark.parametrize("xi", [1.5, -0.5])
+def test_probability_target_losses_refuse_xi_outside_0_1_and_say_why(loss, xi):
+    raw = _with("loss", name=loss, xi=xi)
+    with pytest.raises(ValueError, match=rf"loss.xi={xi:g} .*negative entries.*whatever the learning rate"):
+        config_from_dict(raw)
+    assert config_from_dict(_with("loss", name="l2", xi=xi)).loss.xi == xi  # L2 is defined for them
+    assert config_from_dict(_with("loss", name="soft_ce", xi=xi)).loss.xi == xi

@@ -93,3 +93,31 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         "round0.pt",
         "round1.pt",
     ]
+
+
+def test_a_held_folder_is_refused_on_every_rank_without_hanging(tmp_path):
+    """Rank 0 takes the folder's lock before any rank writes; when another run holds it, every rank stops
+    with the one-line message (the other ranks learn rank 0's outcome instead of waiting forever)."""
+    held = tmp_path / "held"
+    code = (
+        "import sys, time\nfrom selfdistill.io import RunFolder\nfolder = RunFolder(sys.argv[1]).acquire()\n"
+        "print('held', flush=True)\ntime.sleep(240)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(held)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+             "-m", "selfdistill", "train", str(config), "--no-plots", "--overwrite", "--out", str(held)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert output.count(f"error: --out {held} is in use by another selfdistill run") == 2  # both ranks
+    assert sorted(p.name for p in held.iterdir()) == [".selfdistill.lock", ".selfdistill.owner.json"]

@@ -195,7 +195,6 @@ def test_check_probabilities_catches_nan_and_negative():
         check_probabilities(torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="negative"):
         check_probabilities(torch.tensor([[-0.5, 1.5]]))
-    check_probabilities(torch.tensor([[-0.5, 1.5]]), allow_negative=True)
 
 
 def test_build_loss_names_aliases_and_errors():

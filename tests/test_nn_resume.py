@@ -115,3 +115,67 @@ def test_refuses_to_resume_with_a_different_config_unless_overwrite(tmp_path):
     run_experiment(config_from_dict(changed), tmp_path, overwrite=True, plots=False, verbose=False)
     assert not chain_module.checkpoint_path(tmp_path, 0, 3).exists()  # the old run was discarded
     assert "lr: 0.01" in (tmp_path / "config.yaml").read_text()
+
+
+def _count_training(monkeypatch):
+    real_train = chain_module.train
+    trained = []
+    monkeypatch.setattr(chain_module, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    return trained
+
+
+def test_a_checkpoint_damaged_inside_its_weights_is_retrained_and_said(tmp_path, monkeypatch, capsys):
+    """torch.load reads such a file without complaint (the zip stays valid); the stored sha256 catches it."""
+    from checkpoint_files import flip_byte_in_a_tensor
+
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=False)
+    before = _read_rows(tmp_path)
+    weights = {(s, t): _weights(tmp_path, s, t) for s in (0, 1) for t in range(3)}
+    damaged = chain_module.checkpoint_path(tmp_path, 1, 1)
+    flip_byte_in_a_tensor(damaged)
+    assert any(not torch.equal(weights[1, 1][k], v) for k, v in _weights(tmp_path, 1, 1).items())
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        trained = _count_training(patch)
+        run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=False)
+    err = capsys.readouterr().err
+    assert f"checkpoint {damaged}: its weights do not match the sha256" in err
+    assert "retraining seed 1 round 1" in err
+    # only the damaged round is retrained: round 2 was trained from the same (re-created) teacher weights
+    assert len(trained) == 1
+    assert _read_rows(tmp_path) == before  # the numbers of an uninterrupted run
+    for (s, t), reference in weights.items():
+        assert all(torch.equal(reference[k], v) for k, v in _weights(tmp_path, s, t).items())
+
+
+def test_a_foreign_checkpoint_is_retrained_and_said(tmp_path, monkeypatch, capsys):
+    """A checkpoint of a run with another learning rate, copied into the folder, is not loaded."""
+    import shutil
+
+    run_experiment(config_from_dict(TINY), tmp_path / "a", plots=False, verbose=False)
+    before = _read_rows(tmp_path / "a")
+    other = {**TINY, "optimizer": {**TINY["optimizer"], "lr": 0.01}, "chain": {"rounds": 1, "seeds": [0]}}
+    run_experiment(config_from_dict(other), tmp_path / "b", plots=False, verbose=False)
+    target = chain_module.checkpoint_path(tmp_path / "a", 0, 0)
+    shutil.copy(chain_module.checkpoint_path(tmp_path / "b", 0, 0), target)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        trained = _count_training(patch)
+        run_experiment(config_from_dict(TINY), tmp_path / "a", plots=False, verbose=False)
+    err = capsys.readouterr().err
+    assert f"checkpoint {target}: was written by a run with different settings (optimizer.lr: 0.01 th" in err
+    assert len(trained) == 1 and _read_rows(tmp_path / "a") == before
+
+
+def test_a_fresh_run_never_says_resuming(tmp_path, capsys):
+    """A folder with config.yaml and results but no checkpoints (e.g. committed results) is a fresh start."""
+    import shutil
+
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=True)
+    assert "starting in" in capsys.readouterr().err
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=True)
+    assert "resuming from 6 of 6 round checkpoints" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "checkpoints")
+    run_experiment(config_from_dict(TINY), tmp_path, plots=False, verbose=True)
+    err = capsys.readouterr().err
+    assert "starting in" in err and "resuming" not in err

@@ -83,6 +83,9 @@ def test_user_errors_are_clear(tmp_path):
         _run(["no_such_config", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         _run(["digits_mlp_l2", "--out", str(tmp_path), "--set", "optimizer.steps"])
+    with pytest.raises(ValueError, match=r"data.subset=5 leaves 5 training examples, fewer than 10; raise"):
+        _run(["digits_mlp_l2", "--out", str(tmp_path / "s"), "--set", "data.subset=5", "--no-progress"])
+    assert not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match=r"model 'mlp' does not accept \['depth'\]"):
         _run(["digits_mlp_l2", "--out", str(tmp_path / "m"), "--set", "model.depth=3", "--no-progress"])
     with pytest.raises(FileNotFoundError, match="cifar10"):
@@ -207,3 +210,97 @@ def test_ptloss_chain_with_zero_epsilon_is_the_kl_chain_and_epsilon_changes_it(t
         a["target_loss"] != pytest.approx(b["target_loss"], rel=1e-3) for a, b in zip(pt, pt0, strict=True)
     ]
     assert any(changed)
+
+
+# ------------------------------------------------------------------------------ a run owns its folder
+
+_HOLDER = """
+import sys, time
+from selfdistill.io import RunFolder
+folder = RunFolder(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _hold_in_subprocess(path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_a_folder_held_by_another_process_is_refused_with_or_without_overwrite(command, tmp_path, capsys):
+    from selfdistill.cli import main
+
+    out = tmp_path / "run"
+    proc = _hold_in_subprocess(out)
+    (out / "theirs.csv").write_text("the other run's file\n")
+    try:
+        if command == "train":
+            argv = ["train", "digits_mlp_l2", "--no-progress", "--no-plots", *_sets(TRIVIAL)]
+        else:
+            argv = ["distill", "distill_digits", "--no-plots", "--set", "teacher.optimizer.steps=5"]
+        for extra in ([], ["--overwrite"]):
+            assert main([*argv, "--out", str(out), *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"selfdistill {command}: error: --out {out} is in use by another")
+            assert f"pid {proc.pid}" in err and "\n" not in err
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["theirs.csv"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_running_train_holds_its_folder_against_a_second_process(tmp_path, monkeypatch):
+    """While `selfdistill train` runs, a second `selfdistill train --overwrite` into the same --out (a real
+    second process) is refused and deletes nothing; the first run finishes with complete results."""
+    import os
+    import subprocess
+    import sys
+
+    import selfdistill.nn.chain as chain_module
+
+    out = tmp_path / "run"
+    argv = ["digits_mlp_l2", "--out", str(out), "--no-progress", "--no-plots", *_sets(TRIVIAL)]
+    real_train = chain_module.train
+    second = {}
+
+    def train(*args, **kwargs):
+        if not second:  # during the first round of the first run
+            second["done"] = subprocess.run(
+                [sys.executable, "-m", "selfdistill", "train", *argv, "--overwrite"],
+                capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )  # fmt: skip
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "train", train)
+    assert _run(argv) == 0
+    done = second["done"]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"--out {out} is in use by another selfdistill run (held by pid {os.getpid()}" in done.stderr
+    with open(out / "rounds.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed0" / "round0.pt").is_file()
+
+
+def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
+    """The quick recipe does not overwrite a full run (or the reverse): refused with the differing keys."""
+    from selfdistill.experiments.config import load_config
+    from selfdistill.experiments.neural_reproduce import CONFIG_NAME, QUICK_OVERRIDES, reproduce_neural
+
+    full = load_config(CONFIG_NAME)
+    (tmp_path / "config.yaml").write_text(full.to_yaml())
+    (tmp_path / "rounds.csv").write_text("the full run's numbers\n")
+    with pytest.raises(ValueError, match=r"holds a neural run of another recipe \(optimizer.steps: 1000 in"):
+        reproduce_neural(tmp_path, quick=True)
+    assert (tmp_path / "rounds.csv").read_text() == "the full run's numbers\n"
+    assert "steps: 1000" in (tmp_path / "config.yaml").read_text()
+    quick = load_config(CONFIG_NAME, QUICK_OVERRIDES)
+    assert quick.optimizer.steps == 400

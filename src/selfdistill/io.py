@@ -34,7 +34,11 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_text",
+    "atomic_write_verified_json",
     "from_jsonable",
+    "flatten_mapping",
+    "json_sha256",
+    "mapping_differences",
     "json_text",
     "to_jsonable",
 ]
@@ -111,9 +115,80 @@ def json_text(obj: Any, *, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
+def json_sha256(obj: Any) -> str:
+    """The sha256 (hex) of ``obj``'s canonical JSON (the package's policy, keys sorted, no spaces): a
+    fingerprint that is equal for equal settings whatever their key order."""
+    import hashlib
+
+    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def flatten_mapping(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level with dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_mapping(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def mapping_differences(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    ignore: Sequence[str] = (),
+    where: tuple[str, str] = ("in the folder", "now"),
+) -> list[str]:
+    """``key: saved <where[0]>, current <where[1]>`` for every dotted key whose value differs, sorted;
+    a key in ``ignore`` (or below one: ``chain`` covers ``chain.rounds``) is skipped."""
+
+    def ignored(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in ignore)
+
+    a, b = flatten_mapping(saved), flatten_mapping(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if ignored(key):
+            continue
+        old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if to_jsonable(old) != to_jsonable(new):
+            lines.append(f"{key}: {old!r} {where[0]}, {new!r} {where[1]}")
+    return lines
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as strict JSON (:func:`to_jsonable`: NaN -> null, inf -> "inf") atomically."""
     return atomic_write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def atomic_write_verified_json(path: str | os.PathLike[str], content: Mapping[str, Any]) -> Path:
+    """Write the mapping ``content`` plus ``"sha256"`` (:func:`json_sha256` of ``content``) atomically, for
+    :func:`read_verified_json`."""
+    if "sha256" in content:
+        raise ValueError("content must not have a 'sha256' key: it is the key of the hash")
+    return atomic_write_json(path, {**content, "sha256": json_sha256(content)})
+
+
+def read_verified_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """Read a file written by :func:`atomic_write_verified_json`: ``(content, None)`` when its hash matches,
+    ``(None, None)`` when it is absent, ``(None, why)`` when it is unreadable or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, "cannot be read (damaged, or not a JSON file)"
+    if not isinstance(saved, dict) or "sha256" not in saved:
+        return None, "holds no sha256 of its content (an older format), so it cannot be verified"
+    content = {key: value for key, value in saved.items() if key != "sha256"}
+    if json_sha256(content) != saved["sha256"]:
+        return None, "its content does not match the sha256 stored when it was saved (damaged on disk)"
+    return content, None
 
 
 def atomic_save_figure(
@@ -214,10 +289,7 @@ class RunFolder:
         try:
             lock.acquire()
         except Timeout:
-            raise RunFolderBusy(
-                f"{self.option} {self.path} is in use by another selfdistill run{self._owner()}; wait for it "
-                f"to finish or choose another {self.option} (--overwrite does not take over a running run)"
-            ) from None
+            raise RunFolderBusy(self._busy_message()) from None
         except OSError as err:
             raise ValueError(
                 f"{self.option} {self.path}: cannot lock the folder ({err.strerror or err}); choose a "
@@ -236,6 +308,28 @@ class RunFolder:
         except OSError:
             pass  # the owner record only improves the message of a refused second run
         return self
+
+    def _busy_message(self) -> str:
+        return (
+            f"{self.option} {self.path} is in use by another selfdistill run{self._owner()}; wait for it "
+            f"to finish or choose another {self.option} (--overwrite does not take over a running run)"
+        )
+
+    def check_free(self) -> None:
+        """Raise :class:`RunFolderBusy` when another run holds the folder now, without taking it (the lock is
+        tried and dropped at once; nothing but the lock file is written). A missing folder is free."""
+        from filelock import FileLock, Timeout
+
+        if self.held or not self.path.is_dir():
+            return
+        lock = FileLock(str(self.path / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunFolderBusy(self._busy_message()) from None
+        except OSError:
+            return  # an unwritable folder: acquire() says so
+        lock.release()
 
     def release(self) -> None:
         """Give the folder up (the owner record goes with it)."""

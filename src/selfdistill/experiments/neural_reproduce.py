@@ -16,6 +16,8 @@ std) -> 0.926 at round 9; best round by validation: 1. The printed findings are 
 own numbers.
 
 ``quick=True`` (2 seeds x 4 rounds x 400 steps, well under a minute) only smoke-tests the pipeline.
+A folder that holds a run of another recipe (e.g. the full run, when ``quick=True``) is never overwritten:
+the call is refused with the differing keys; choose another folder.
 """
 
 from __future__ import annotations
@@ -80,22 +82,24 @@ def reproduce_neural(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     import torch
 
     from selfdistill.experiments.config import load_config
-    from selfdistill.experiments.train import check_out_dir, run_experiment
+    from selfdistill.experiments.runs import DifferentRunError
+    from selfdistill.experiments.train import run_experiment
     from selfdistill.nn.checkpoint import atomic_write_json
 
     out_dir = Path(out_dir)
     config = load_config(CONFIG_NAME, QUICK_OVERRIDES if quick else None)
     config.name = "digits_mlp_l2_quick" if quick else "digits_mlp_l2"
     config.logging.progress = False
-    try:  # resume a finished or interrupted run of the same recipe; replace one of another recipe
-        check_out_dir(config, out_dir, overwrite=False)
-        overwrite = False
-    except ValueError:
-        overwrite = True
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: one thread is as fast and robust to a shared CPU
-    try:
-        summary = run_experiment(config, out_dir, overwrite=overwrite, verbose=True)
+    try:  # resumes a finished or interrupted run of the same recipe; refuses one of another recipe
+        summary = run_experiment(config, out_dir, overwrite=False, verbose=True)
+    except DifferentRunError as err:
+        recipe = "quick" if quick else "full"
+        raise ValueError(
+            f"{out_dir} holds a neural run of another recipe ({'; '.join(err.differences)}), so the {recipe} "
+            "reproduction does not write there; choose another --out, or delete that folder"
+        ) from None
     finally:
         torch.set_num_threads(threads)
     summary["findings"] = _findings(summary)

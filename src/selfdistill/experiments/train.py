@@ -9,15 +9,17 @@ The folder --out receives config.yaml (the validated config), rounds.csv (per se
 accuracy/loss on the original labels, loss against the round's targets, val/test accuracy and loss, steps,
 seconds), checkpoints/seed{S}/round{T}.pt, early_stopping.csv (when early_stopping_comparison is true),
 summary.json (per-round mean/std, best round chosen by VALIDATION accuracy) and plots. Every finished round
-is checkpointed: run the same command again after an interruption and the chain resumes after the last
-finished round, with results identical to an uninterrupted run. A folder holding a run with a different
-config is refused (use another --out, or --overwrite to discard the old run).
+is checkpointed (with the sha256 of its weights and the fingerprint of the config): run the same command
+again after an interruption and the chain resumes after the last finished round, with results identical to
+an uninterrupted run; a damaged or foreign checkpoint is retrained, with a line on stderr saying so.
+The run owns --out while it runs: a second run into it is refused, with or without --overwrite. A folder
+holding a run with a different config is refused (use another --out, or --overwrite to empty it first);
+see selfdistill.experiments.runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,16 +27,10 @@ from typing import Any
 from selfdistill.experiments.config import (
     ExperimentConfig,
     add_run_arguments,
-    check_out_is_folder,
-    config_differences,
-    config_from_dict,
     load_config,
-    prepare_out_dir,
-    read_yaml,
+    result_settings,
 )
-
-RUN_FILES = ("rounds.csv", "early_stopping.csv", "summary.json", "config.yaml")
-RUN_DIRS = ("checkpoints", "tensorboard")
+from selfdistill.experiments.runs import check_resumable, claim_run_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,39 +47,6 @@ def main(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("results") / config.name
     run_experiment(config, out, overwrite=args.overwrite, plots=not args.no_plots)
     return 0
-
-
-def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> bool:
-    """Refuse to resume into a folder whose run has a different config; returns True when resuming."""
-    check_out_is_folder(out)
-    saved_path = out / "config.yaml"
-    if not saved_path.is_file():
-        if (out / "checkpoints").exists() and not overwrite:
-            raise ValueError(
-                f"--out {out} holds checkpoints but no config.yaml: cannot tell which run they "
-                "belong to; use another --out or --overwrite to discard them"
-            )
-        return False
-    if overwrite:
-        return False
-    saved = config_from_dict(read_yaml(saved_path), source=str(saved_path))
-    differences = config_differences(saved.to_dict(), config.to_dict())
-    if differences:
-        raise ValueError(
-            f"--out {out} holds a run with a different config, so it cannot be resumed:\n  "
-            + "\n  ".join(differences)
-            + "\nuse another --out, or --overwrite (alias --force) to discard the old run"
-        )
-    return True
-
-
-def clear_run(out: Path) -> None:
-    """Remove the files of a previous run (only the ones this command writes)."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for name in RUN_DIRS:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
 
 
 class _ProgressHooks:
@@ -151,26 +114,13 @@ def _tensorboard_writer(config: ExperimentConfig, out: Path, is_main: bool) -> A
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
-def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str, Any]:
+def build_components(config: ExperimentConfig) -> dict[str, Any]:
     """Data, model factory, loss and chain spec of ``config`` (validates model and loss arguments)."""
     from selfdistill.nn.chain import ChainSpec
-    from selfdistill.nn.data import load_data
     from selfdistill.nn.losses import build_loss, check_loss_fits
-    from selfdistill.nn.models import build_model
 
-    data = load_data(
-        config.data.name,
-        root=config.data.root,
-        val_fraction=config.data.val_fraction,
-        label_noise=config.data.label_noise,
-        seed=config.data.seed,
-        subset=config.data.subset,
-        verify_checksums=config.data.verify_checksums,
-    )
-
-    def model_factory():
-        return build_model(config.model.name, data.num_classes, data.input_shape, **config.model.kwargs)
-
+    data = config.data.load()
+    model_factory = config.model.factory(data)
     try:
         model_factory()
     except (TypeError, ValueError) as err:
@@ -191,34 +141,61 @@ def build_components(config: ExperimentConfig, device: Any = "cpu") -> dict[str,
     return {"data": data, "model_factory": model_factory, "loss_fn": loss_fn, "spec": spec}
 
 
+def _on_main(action: Any, ctx: Any, *, share: bool = True) -> Any:
+    """``action()`` on rank 0 only; every rank gets its result (``share``; else rank 0 keeps it and the
+    others get None), or raises its error: the other ranks wait for rank 0 instead of racing it, and a
+    refused run stops on every rank rather than hanging."""
+    from selfdistill.nn.distributed import share_from_main
+
+    result, outcome, error = None, None, None
+    if ctx.is_main:
+        try:
+            result = action()
+            outcome = ("ok", result if share else None)
+        except ValueError as err:
+            error, outcome = err, ("error", str(err))
+    outcome = share_from_main(outcome, ctx)
+    if error is not None:
+        raise error
+    if outcome[0] == "error":
+        raise ValueError(outcome[1])
+    return result if ctx.is_main else outcome[1]
+
+
 def run_experiment(
     config: ExperimentConfig, out: Path, *, overwrite: bool = False, plots: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) the experiment of ``config`` into ``out``; returns the summary (also summary.json)."""
-    from selfdistill.nn.chain import run_chain
-    from selfdistill.nn.checkpoint import atomic_write_json, atomic_write_text
-    from selfdistill.nn.distributed import barrier, init_distributed, shutdown_distributed
+    from selfdistill.nn.chain import count_checkpoints, run_chain
+    from selfdistill.nn.checkpoint import atomic_write_json
+    from selfdistill.nn.distributed import init_distributed, shutdown_distributed
     from selfdistill.nn.early_stopping import run_early_stopping_comparison
 
     out = Path(out)
     ctx = init_distributed(config.device)
+    folder = None
     try:
-        resuming = check_out_dir(config, out, overwrite)
-        parts = build_components(config, ctx.device)  # data, model, loss checked before --out is touched
-        barrier(ctx)
-        if ctx.is_main:
-            prepare_out_dir(out)
-            if overwrite:
-                clear_run(out)
-            atomic_write_text(out / "config.yaml", config.to_yaml())
+        # read-only check of --out (rank 0): fail before loading the data
+        _on_main(lambda: check_resumable(out, config, overwrite=overwrite), ctx)
+        parts = build_components(config)  # data, model, loss checked before --out is touched
+        spec = parts["spec"]
+        # rank 0 takes --out (lock, overwrite/resume policy, config.yaml) before any rank writes
+        folder = _on_main(lambda: claim_run_folder(out, config, overwrite=overwrite), ctx, share=False)
+        found = _on_main(lambda: count_checkpoints(out, spec), ctx)
         data = parts["data"]
         if ctx.device.type == "cuda":
             data = data.to(ctx.device)
-        spec = parts["spec"]
+        settings = result_settings(config)
         show = config.logging.progress and ctx.is_main and verbose
         if verbose and ctx.is_main:
+            total = spec.rounds * len(spec.seeds)
+            state = (
+                f"resuming from {found} of {total} round checkpoints (each verified before use)"
+                if found
+                else "starting"
+            )
             print(
-                f"{config.name}: {data!r}\n{'resuming' if resuming else 'starting'} in {out} on {ctx.device}"
+                f"{config.name}: {data!r}\n{state} in {out} on {ctx.device}"
                 f"{f' x {ctx.world_size} processes' if ctx.is_distributed else ''}",
                 file=sys.stderr,
             )
@@ -234,6 +211,7 @@ def run_experiment(
                 out_dir=out,
                 hooks=hooks,
                 dist_ctx=ctx,
+                settings=settings,
             )
         finally:
             hooks.close()
@@ -260,6 +238,7 @@ def run_experiment(
                 device=ctx.device,
                 out_dir=out,
                 dist_ctx=ctx,
+                settings=settings,
             )
             summary["early_stopping"] = es.per_round()
         if ctx.is_main:
@@ -281,6 +260,8 @@ def run_experiment(
                 print(f"results in {out}")
         return summary
     finally:
+        if folder is not None:
+            folder.release()
         shutdown_distributed(ctx)
 
 

@@ -20,18 +20,25 @@ targets, validation and test accuracy and loss, steps and seconds. Model selecti
 validation only; test numbers are reported, never used to choose.
 
 Checkpoints and resume: after each finished round, ``checkpoints/seed{S}/round{T}.pt`` holds the model
-weights and the round's metric row, written atomically. A chain started again in the same folder loads the
-finished rounds and continues after the last one; every random choice of a round depends only on
-(seed, round) and the previous round's weights, so the result is identical to an uninterrupted run.
+weights and the round's metric row, written atomically, with the sha256 of the weights, the fingerprint
+of the run's settings (``settings``) and the sha256 of the weights of the round's teacher
+(:mod:`selfdistill.nn.checkpoint`). A chain started again in the same folder loads the finished rounds and
+continues after the last one; every random choice of a round depends only on (seed, round) and the
+previous round's weights, so the result is identical to an uninterrupted run. A checkpoint is used only if
+it verifies: its hashes match its content (not damaged on disk), it was written with the same settings,
+for the same seed and round, from the same teacher weights; otherwise the round is retrained and one line
+on stderr names the file and the reason.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfdistill.nn.checkpoint import atomic_write_csv, atomic_write_json, load_checkpoint, save_checkpoint
+from selfdistill.nn.checkpoint import (
+    atomic_write_csv,
+    read_verified_checkpoint,
+    save_verified_checkpoint,
+    state_dict_sha256,
+)
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext, barrier
 from selfdistill.nn.losses import mix_targets
 from selfdistill.nn.training import (
@@ -77,7 +89,6 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "test_loss",
     "train_acc_clean",
 )
-CHECKPOINT_FORMAT = 1
 
 _STREAMS = {"init": 1, "data": 2, "torch": 3}
 
@@ -134,8 +145,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 @dataclass
-class ChainResult:
-    """Per-seed, per-round metrics of a chain; prints as a mean ± std table, saves as CSV/JSON."""
+class NeuralChainResult:
+    """Per-seed, per-round metrics of a neural chain; prints as a mean ± std table, saves as CSV.
+    (The kernel engine's result is :class:`selfdistill.kernel.ChainResult`, a different thing.)"""
 
     rows: list[dict[str, Any]]
     columns: tuple[str, ...] = ROUND_COLUMNS + EXTRA_COLUMNS
@@ -228,12 +240,19 @@ class ChainResult:
     def save_csv(self, path: str | Path) -> None:
         atomic_write_csv(path, self.rows, self.columns)
 
-    def save_summary(self, path: str | Path) -> None:
-        atomic_write_json(path, self.summary())
-
 
 def checkpoint_path(out_dir: Path, seed: int, round_index: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"seed{seed}" / f"round{round_index}.pt"
+
+
+def count_checkpoints(out_dir: Path, spec: ChainSpec) -> int:
+    """How many of the chain's rounds have a checkpoint file in ``out_dir`` (each is verified when used)."""
+    return sum(checkpoint_path(out_dir, s, t).is_file() for s in spec.seeds for t in range(spec.rounds))
+
+
+def spec_settings(spec: ChainSpec) -> dict[str, Any]:
+    """The settings of ``spec`` that change a round's result (the default checkpoint fingerprint)."""
+    return {"train": dataclasses.asdict(spec.train), "xi": spec.xi, "eval_batch_size": spec.eval_batch_size}
 
 
 def fresh_model(model_factory: Callable[[], nn.Module], init_seed: int) -> nn.Module:
@@ -275,12 +294,16 @@ def run_chain(
     out_dir: str | Path | None = None,
     hooks: ChainHooks | None = None,
     dist_ctx: DistContext = SINGLE_PROCESS,
-) -> ChainResult:
+    settings: Mapping[str, Any] | None = None,
+) -> NeuralChainResult:
     """Run (or resume) a self-distillation chain on ``data`` (a ``DataSplits``) for every seed of ``spec``.
 
     ``model_factory()`` builds a freshly initialized model (it is called under a seeded RNG). With
     ``out_dir`` every finished round is checkpointed and ``rounds.csv`` rewritten (rank 0 only), and rounds
-    already checkpointed there are loaded instead of trained.
+    already checkpointed there are loaded instead of trained, once verified (module docstring).
+    ``settings``: what the results depend on besides (seed, round), stored as the checkpoints'
+    fingerprint (the experiments layer passes the config minus the keys that do not change results);
+    default: :func:`spec_settings`.
     """
     device = torch.device(device)
     hooks = hooks or ChainHooks()
@@ -294,26 +317,27 @@ def run_chain(
     clean_labels = getattr(data, "clean_y_train", y_train).cpu()
     augment = getattr(data, "augment", None)
     rows: list[dict[str, Any]] = []
-    result = ChainResult(rows=rows)
+    result = NeuralChainResult(rows=rows)
+    settings = dict(settings) if settings is not None else spec_settings(spec)
 
     for seed in spec.seeds:
         teacher: nn.Module | None = None
+        teacher_sha256: str | None = None  # the weights of this round's teacher (None at round 0)
         # the finished student's eval-mode logits on x_train ARE the next teacher's outputs (same weights,
         # same inputs, same code path): kept, so each round runs one forward pass over x_train, not two
         teacher_train_logits: Tensor | None = None
         for t in range(spec.rounds):
             init_seed = derive_seed(seed, t, "init")
             data_seed = derive_seed(seed, t, "data")
-            ckpt = load_checkpoint(checkpoint_path(out, seed, t)) if out is not None else None
-            if (
-                ckpt is not None
-                and ckpt.get("format") == CHECKPOINT_FORMAT
-                and ckpt.get("init_seed") == init_seed
-            ):
-                student = fresh_model(model_factory, init_seed)
-                student.load_state_dict(ckpt["state_dict"])
+            loaded = None
+            if out is not None:
+                path = checkpoint_path(out, seed, t)
+                loaded = _load_round(
+                    path, model_factory, settings, seed, t, init_seed, teacher_sha256, report=dist_ctx.is_main
+                )
+            if loaded is not None:
+                student, row, teacher_sha256 = loaded
                 student.to(device)
-                row = dict(ckpt["row"])
                 rows.append(row)
                 hooks.round_end(row, resumed=True)
                 teacher = frozen_teacher(student)
@@ -378,17 +402,20 @@ def run_chain(
                 "data_seed": data_seed,
             }
             rows.append(row)
+            weights = {k: v.detach().cpu() for k, v in student.state_dict().items()}
             if writes:
-                payload = {
-                    "format": CHECKPOINT_FORMAT,
-                    "seed": int(seed),
-                    "round": t,
-                    "init_seed": init_seed,
-                    "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
-                    "row": row,
-                }
-                save_checkpoint(checkpoint_path(out, seed, t), payload)
+                save_verified_checkpoint(
+                    checkpoint_path(out, seed, t),
+                    weights,
+                    settings=settings,
+                    seed=int(seed),
+                    round=t,
+                    init_seed=init_seed,
+                    teacher_sha256=teacher_sha256,
+                    row=row,
+                )
                 result.save_csv(out / "rounds.csv")
+            teacher_sha256 = state_dict_sha256(weights)
             barrier(dist_ctx)
             hooks.round_end(row, resumed=False)
             teacher = frozen_teacher(student)
@@ -397,6 +424,46 @@ def run_chain(
     if writes:
         result.save_csv(out / "rounds.csv")
     return result
+
+
+def _load_round(
+    path: Path,
+    model_factory: Callable[[], nn.Module],
+    settings: Mapping[str, Any],
+    seed: int,
+    round_index: int,
+    init_seed: int,
+    teacher_sha256: str | None,
+    *,
+    report: bool,
+) -> tuple[nn.Module, dict[str, Any], str] | None:
+    """The verified round ``(student, row, weights sha256)`` of ``path``, or None (absent, or rejected:
+    then one line on stderr says why and that the round is retrained)."""
+    read = read_verified_checkpoint(path, settings=settings)
+    if read.kind == "absent":
+        return None
+    problem = read.problem
+    payload = read.payload or {}
+    if problem is None and (payload.get("seed"), payload.get("round")) != (int(seed), round_index):
+        problem = f"belongs to seed {payload.get('seed')} round {payload.get('round')}"
+    elif problem is None and payload.get("init_seed") != init_seed:
+        problem = "was initialized from another seed"
+    elif problem is None and payload.get("teacher_sha256") != teacher_sha256:
+        problem = "was trained from other teacher weights than this run's previous round"
+    student = None
+    if problem is None:
+        student = fresh_model(model_factory, init_seed)
+        try:
+            student.load_state_dict(payload["state_dict"])
+        except (RuntimeError, KeyError, TypeError) as err:
+            problem = f"does not fit the model ({str(err).strip().splitlines()[0][:120]})"
+    if problem is not None:
+        if report:
+            print(
+                f"checkpoint {path}: {problem}; retraining seed {seed} round {round_index}", file=sys.stderr
+            )
+        return None
+    return student, dict(payload["row"]), read.weights_sha256
 
 
 def _augmented_teacher_targets(
@@ -415,22 +482,3 @@ def _augmented_teacher_targets(
         return xi * probs + (1.0 - xi) * onehot
 
     return targets
-
-
-def load_rounds_csv(path: str | Path) -> ChainResult:
-    """Read a ``rounds.csv`` back into a :class:`ChainResult` (numbers parsed as int or float)."""
-    import csv
-
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = tuple(reader.fieldnames or ())
-        rows = []
-        for raw in reader:
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                try:
-                    row[key] = int(value)
-                except ValueError:
-                    row[key] = float(value)
-            rows.append(row)
-    return ChainResult(rows=rows, columns=columns)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,10 +47,14 @@ class DistContext:
 SINGLE_PROCESS = DistContext()
 
 
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(preference: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda`` as asked (error if CUDA is missing)."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be one of auto, cpu, cuda; got {preference!r}")
+    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda`` as asked (error if CUDA is missing).
+    The one place where a configured device name becomes a ``torch.device`` (train and distill)."""
+    if preference not in DEVICE_NAMES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}; got {preference!r}")
     if preference == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "device: cuda was requested but no CUDA device is available; use device: auto or cpu"
@@ -121,6 +126,16 @@ def shard_indices(batch_indices: torch.Tensor, ctx: DistContext) -> torch.Tensor
             "set optimizer.batch_size to a multiple of the number of processes"
         )
     return batch_indices[ctx.rank :: ctx.world_size]
+
+
+def share_from_main(value: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every rank; every rank waits until rank 0 sends it.
+    Single process: ``value`` itself."""
+    if not ctx.is_distributed:
+        return value
+    box = [value if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def agree(flag: bool, ctx: DistContext) -> bool:

@@ -16,9 +16,9 @@ not reached within the step budget is reported with ``es_reached = False`` and t
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from selfdistill.nn.chain import ChainResult, ChainSpec, derive_seed, fresh_model
-from selfdistill.nn.checkpoint import atomic_write_csv, atomic_write_json
+from selfdistill.io import atomic_write_verified_json, json_sha256, read_verified_json
+from selfdistill.nn.chain import ChainSpec, NeuralChainResult, derive_seed, fresh_model, spec_settings
+from selfdistill.nn.checkpoint import atomic_write_csv
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext
 from selfdistill.nn.training import TrainState, accuracy, loss_on, one_hot, predict_logits, train
 
@@ -87,7 +88,7 @@ class EarlyStoppingResult:
         return self.table()
 
 
-def _targets_for_seed(chain: ChainResult, seed: int) -> list[dict[str, Any]]:
+def _targets_for_seed(chain: NeuralChainResult, seed: int) -> list[dict[str, Any]]:
     rows = sorted((r for r in chain.rows if int(r["seed"]) == seed), key=lambda r: int(r["round"]))
     return [
         {
@@ -179,25 +180,27 @@ def run_early_stopping_comparison(
     model_factory: Callable[[], nn.Module],
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     spec: ChainSpec,
-    chain: ChainResult,
+    chain: NeuralChainResult,
     *,
     device: torch.device | str = "cpu",
     out_dir: str | Path | None = None,
     dist_ctx: DistContext = SINGLE_PROCESS,
     on_step: Callable[[int, Tensor], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> EarlyStoppingResult:
     """Figure 6 for every seed of ``chain``; with ``out_dir`` each seed's rows are saved (and reused on
-    resume) in ``checkpoints/seed{S}/early_stopping.json`` and ``early_stopping.csv`` is written (rank 0)."""
+    resume) in ``checkpoints/seed{S}/early_stopping.json`` and ``early_stopping.csv`` is written (rank 0).
+    A saved file is reused only when its sha256 matches its content, it was written with the same
+    ``settings`` (as in :func:`selfdistill.nn.chain.run_chain`) and for the same target losses."""
     result = EarlyStoppingResult()
     out = Path(out_dir) if out_dir is not None else None
+    fingerprint = json_sha256(dict(settings) if settings is not None else spec_settings(spec))
     for seed in chain.seeds:
         targets = _targets_for_seed(chain, seed)
         cache = out / "checkpoints" / f"seed{seed}" / "early_stopping.json" if out is not None else None
         rows = None
         if cache is not None and cache.is_file():
-            saved = json.loads(cache.read_text())
-            if saved.get("targets") == targets:
-                rows = saved["rows"]
+            rows = _read_cache(cache, fingerprint, targets, report=dist_ctx.is_main)
         if rows is None:
             rows = early_stop_seed(
                 data,
@@ -211,8 +214,26 @@ def run_early_stopping_comparison(
                 on_step=on_step,
             )
             if cache is not None and dist_ctx.is_main:
-                atomic_write_json(cache, {"targets": targets, "rows": rows})
+                content = {"fingerprint": fingerprint, "targets": targets, "rows": rows}
+                atomic_write_verified_json(cache, content)
         result.rows.extend(rows)
     if out is not None and dist_ctx.is_main:
         result.save_csv(out / "early_stopping.csv")
     return result
+
+
+def _read_cache(
+    path: Path, fingerprint: str, targets: list[dict[str, Any]], *, report: bool
+) -> list[dict[str, Any]] | None:
+    """The rows of a verified ``early_stopping.json`` made for ``targets``, or None (then recomputed; a
+    damaged or foreign file is reported on stderr)."""
+    saved, problem = read_verified_json(path)
+    if saved is not None and saved.get("fingerprint") != fingerprint:
+        saved, problem = None, "was written by a run with different settings"
+    if problem is not None:
+        if report:
+            print(f"early-stopping results {path}: {problem}; recomputing them", file=sys.stderr)
+        return None
+    if saved is None or saved.get("targets") != targets:  # other targets: the chain grew
+        return None
+    return saved["rows"]

@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfdistill.ptloss.proxy import check_probabilities  # the package's one probability-rows contract
+
 __all__ = [
     "LOSS_NAMES",
+    "PROBABILITY_TARGET_LOSSES",
     "HardLabelCrossEntropyLoss",
     "SoftCrossEntropyLoss",
     "SoftmaxL2Loss",
@@ -42,6 +45,9 @@ __all__ = [
 ]
 
 LOSS_NAMES = ("l2", "soft_ce", "ce", "kl", "hard_ce", "ptloss")
+# losses that take the logarithm of their targets, so they need probability rows (no negative entry):
+# mixed targets xi * teacher + (1 - xi) * labels have negative entries for xi outside [0, 1]
+PROBABILITY_TARGET_LOSSES = ("kl", "ptloss")
 
 
 def _check_pair(student_logits: Tensor, target_probs: Tensor) -> None:
@@ -51,24 +57,6 @@ def _check_pair(student_logits: Tensor, target_probs: Tensor) -> None:
     if target_probs.shape != student_logits.shape:
         raise ValueError(f"target_probs must have the shape of student_logits {tuple(student_logits.shape)}, "
                          f"got {tuple(target_probs.shape)}")
-
-
-def check_probabilities(probs: Tensor, name: str = "target_probs", atol: float = 1e-4,
-                        allow_negative: bool = False) -> None:
-    """Raise ValueError unless ``probs`` is (N, C), finite, non-negative (unless ``allow_negative``) and its
-    rows sum to 1 within ``atol``. Synchronizes with the device: call it once on cached targets, not per
-    step."""
-    if probs.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, C), got {tuple(probs.shape)}")
-    if not bool(torch.isfinite(probs).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if not allow_negative and bool((probs < 0).any()):
-        raise ValueError(f"{name} has negative entries (min {float(probs.min()):.3g}); "
-                         "expected a probability distribution per row")
-    row_error = float((probs.sum(dim=1) - 1).abs().max()) if probs.shape[0] else 0.0
-    if row_error > atol:
-        raise ValueError(f"{name} rows must sum to 1 (largest deviation {row_error:.3g} > {atol}); "
-                         "pass softmax outputs or one-hot labels")
 
 
 class SoftmaxL2Loss(nn.Module):
