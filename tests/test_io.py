@@ -209,3 +209,27 @@ def test_writing_turns_a_full_disk_into_one_line_naming_the_folder(tmp_path, cod
     with RunFolder(tmp_path / "run") as folder, pytest.raises(FileNotFoundError):
         with folder.writing():  # other OS errors are not disk errors: unchanged
             raise FileNotFoundError(2, "No such file or directory", "y")
+
+
+def test_overwrite_never_empties_a_folder_that_selfdistill_did_not_write(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with RunFolder(home) as folder:
+        with pytest.raises(ValueError, match="holds files that no selfdistill run wrote") as info:
+            folder.clear()
+        assert "thesis.tex" in str(info.value) and "\n" not in str(info.value)
+    assert (home / "thesis.tex").read_text() == "years of work"
+    old_results = tmp_path / "results"  # written before the marker existed: recognized by its files
+    old_results.mkdir()
+    (old_results / "config.yaml").write_text("name: x")
+    (old_results / "plot.png").write_text("x")
+    with RunFolder(old_results) as folder:
+        folder.clear()
+        assert folder.is_empty()
+    run = tmp_path / "run"  # a folder a run created: later runs may empty it
+    with RunFolder(run):
+        (run / "anything.bin").write_text("x")
+    with RunFolder(run) as folder:
+        folder.clear()
+        assert folder.is_empty()

@@ -219,7 +219,11 @@ def atomic_write_csv(
 
 LOCK_NAME = ".selfdistill.lock"
 OWNER_NAME = ".selfdistill.owner.json"
-_BOOKKEEPING = (LOCK_NAME, OWNER_NAME)
+#: left in every folder a run has owned: ``clear()`` empties only folders that carry it (or a result file)
+MARKER_NAME = ".selfdistill.run"
+_BOOKKEEPING = (LOCK_NAME, OWNER_NAME, MARKER_NAME)
+#: files whose presence says that a folder holds selfdistill results (folders written before the marker)
+RESULT_SIGNATURES = ("config.yaml", "run.json", "summary.json", "results.json", "result.json", "rounds.csv")
 
 
 class RunFolderBusy(ValueError):
@@ -235,14 +239,17 @@ class RunFolder:
     a stale lock behind. A second process asking for the same folder gets :class:`RunFolderBusy` naming
     the folder and the owner (pid, host, command, start time) recorded in ``.selfdistill.owner.json``.
 
-    ``clear()`` empties the folder (``--overwrite``) while the lock is held; ``is_empty()`` ignores the
-    lock's bookkeeping files. ``option`` is the command-line name of the folder used in messages.
+    ``clear()`` empties the folder (``--overwrite``) while the lock is held, and only a folder that is
+    empty or that selfdistill wrote (it carries ``.selfdistill.run`` or a result file such as
+    ``config.yaml``): a mistaken ``--out ~ --overwrite`` is refused, never executed. ``is_empty()`` ignores
+    the lock's bookkeeping files. ``option`` is the command-line name of the folder used in messages.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, option: str = "--out") -> None:
         self.path = Path(path)
         self.option = option
         self.created = False  # acquire() created the folder (see abandon())
+        self.written_by_selfdistill = False  # set by acquire(), before anything is written (see clear())
         self._lock: Any = None
 
     def __repr__(self) -> str:
@@ -297,6 +304,14 @@ class RunFolder:
             ) from None
         self._lock = lock
         self.created = not existed
+        self.written_by_selfdistill = self.is_empty() or any(
+            (self.path / name).exists() for name in (MARKER_NAME, *RESULT_SIGNATURES)
+        )
+        if not (self.path / MARKER_NAME).exists():
+            try:
+                atomic_write_text(self.path / MARKER_NAME, "a selfdistill run has owned this folder\n")
+            except OSError:
+                pass  # the marker only lets a later --overwrite empty the folder
         owner = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -360,7 +375,15 @@ class RunFolder:
         """Remove everything in the folder (for ``--overwrite``); only while holding the lock."""
         if not self.held:
             raise RuntimeError("RunFolder.clear() needs the folder's lock: call acquire() first")
-        for entry in self.entries():
+        entries = self.entries()
+        if entries and not self.written_by_selfdistill:
+            names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise ValueError(
+                f"{self.option} {self.path} holds files that no selfdistill run wrote ({names}), so "
+                f"--overwrite does not delete them; choose a new or empty {self.option}, or remove them "
+                "yourself"
+            )
+        for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -382,8 +405,8 @@ class RunFolder:
         remove = self.created and self.is_empty()
         try:
             if remove:  # unlink while holding the lock; the OS frees the lock itself on release
-                (self.path / OWNER_NAME).unlink(missing_ok=True)
-                (self.path / LOCK_NAME).unlink(missing_ok=True)
+                for name in (OWNER_NAME, MARKER_NAME, LOCK_NAME):
+                    (self.path / name).unlink(missing_ok=True)
         finally:
             self.release()
         if remove:
