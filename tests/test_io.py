@@ -64,44 +64,24 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 import os  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 from selfdistill.io import RunFolder, RunFolderBusy  # noqa: E402
 
-_HOLDER = """
-import sys, time
-from selfdistill.io import RunFolder
-folder = RunFolder(sys.argv[1]).acquire()
-print("held", flush=True)
-time.sleep(60)
-"""
 
-
-def _hold_in_subprocess(path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
-    )
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def test_a_second_run_is_refused_while_the_first_holds_the_folder_and_the_message_names_it(tmp_path):
+def test_a_second_run_is_refused_while_the_first_holds_the_folder_and_the_message_names_it(
+    tmp_path, hold_folder
+):
     out = tmp_path / "run"
-    proc = _hold_in_subprocess(out)
-    try:
-        with pytest.raises(RunFolderBusy, match=str(out)) as info:
-            RunFolder(out).acquire()
-        assert f"pid {proc.pid}" in str(info.value) and "\n" not in str(info.value)
-    finally:
-        proc.kill()
-        proc.wait()
+    proc = hold_folder(out)
+    with pytest.raises(RunFolderBusy, match=str(out)) as info:
+        RunFolder(out).acquire()
+    assert f"pid {proc.pid}" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_killed_owner_leaves_no_stale_lock(tmp_path):
+def test_a_killed_owner_leaves_no_stale_lock(tmp_path, hold_folder):
     out = tmp_path / "run"
-    proc = _hold_in_subprocess(out)
+    proc = hold_folder(out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 5

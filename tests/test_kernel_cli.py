@@ -371,35 +371,20 @@ def test_a_bad_out_is_refused_before_the_fit(tmp_path, run_cli, capsys, count_fi
     assert count_fits == []
 
 
-_HOLDER = """
-import sys, time
-from selfdistill.io import RunFolder
-folder = RunFolder(sys.argv[1]).acquire()  # bound: the lock lives as long as the object
-print("held", flush=True)
-time.sleep(60)
-"""
-
-
-def test_a_second_concurrent_run_is_refused_naming_the_folder(tmp_path, run_cli, capsys, count_fits):
-    import os
-    import subprocess
-    import sys
-
+def test_a_second_concurrent_run_is_refused_naming_the_folder(
+    tmp_path, run_cli, capsys, count_fits, hold_folder
+):
     x, y = _data(K=10)
     data = _write_xy_csv(tmp_path / "d.csv", x, y)
     out = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
-                              env=os.environ.copy())  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        for extra in ([], ["--overwrite"]):
-            assert run_cli("--data", data, "--out", out, *extra) == 2
-            err = _one_error_line(capsys)
-            assert f"--out {out} is in use by another selfdistill run (held by pid {holder.pid}" in err
-        assert count_fits == [] and not (out / "result.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = hold_folder(out)
+    for extra in ([], ["--overwrite"]):
+        assert run_cli("--data", data, "--out", out, *extra) == 2
+        err = _one_error_line(capsys)
+        assert f"--out {out} is in use by another selfdistill run (held by pid {holder.pid}" in err
+    assert count_fits == [] and not (out / "result.json").exists()
+    holder.kill()
+    holder.wait()
     assert run_cli("--data", data, "--out", out, "--no-plots") == 0  # free once the holder is gone
 
 

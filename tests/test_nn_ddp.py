@@ -95,16 +95,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     ]
 
 
-def test_a_held_folder_is_refused_on_every_rank_without_hanging(tmp_path):
+def test_a_held_folder_is_refused_on_every_rank_without_hanging(tmp_path, hold_folder):
     """Rank 0 takes the folder's lock before any rank writes; when another run holds it, every rank stops
     with the one-line message (the other ranks learn rank 0's outcome instead of waiting forever)."""
     held = tmp_path / "held"
-    code = (
-        "import sys, time\nfrom selfdistill.io import RunFolder\nfolder = RunFolder(sys.argv[1]).acquire()\n"
-        "print('held', flush=True)\ntime.sleep(240)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(held)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_folder(held, seconds=240)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -116,8 +111,8 @@ def test_a_held_folder_is_refused_on_every_rank_without_hanging(tmp_path):
         )  # fmt: skip
     finally:
         holder.kill()
-        holder.wait()
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert output.count(f"error: --out {held} is in use by another selfdistill run") == 2  # both ranks
-    assert sorted(p.name for p in held.iterdir()) == [".selfdistill.lock", ".selfdistill.owner.json"]
+    bookkeeping = [".selfdistill.lock", ".selfdistill.owner.json", ".selfdistill.run"]
+    assert sorted(p.name for p in held.iterdir()) == bookkeeping  # nothing of the refused run

@@ -214,48 +214,25 @@ def test_ptloss_chain_with_zero_epsilon_is_the_kl_chain_and_epsilon_changes_it(t
 
 # ------------------------------------------------------------------------------ a run owns its folder
 
-_HOLDER = """
-import sys, time
-from selfdistill.io import RunFolder
-folder = RunFolder(sys.argv[1]).acquire()
-print("held", flush=True)
-time.sleep(120)
-"""
-
-
-def _hold_in_subprocess(path):
-    import os
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
-    )
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 @pytest.mark.parametrize("command", ["train", "distill"])
-def test_a_folder_held_by_another_process_is_refused_with_or_without_overwrite(command, tmp_path, capsys):
+def test_a_folder_held_by_another_process_is_refused_with_or_without_overwrite(
+    command, tmp_path, capsys, hold_folder
+):
     from selfdistill.cli import main
 
     out = tmp_path / "run"
-    proc = _hold_in_subprocess(out)
+    proc = hold_folder(out)
     (out / "theirs.csv").write_text("the other run's file\n")
-    try:
-        if command == "train":
-            argv = ["train", "digits_mlp_l2", "--no-progress", "--no-plots", *_sets(TRIVIAL)]
-        else:
-            argv = ["distill", "distill_digits", "--no-plots", "--set", "teacher.optimizer.steps=5"]
-        for extra in ([], ["--overwrite"]):
-            assert main([*argv, "--out", str(out), *extra]) == 2
-            err = capsys.readouterr().err.strip()
-            assert err.startswith(f"selfdistill {command}: error: --out {out} is in use by another")
-            assert f"pid {proc.pid}" in err and "\n" not in err
-        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["theirs.csv"]
-    finally:
-        proc.kill()
-        proc.wait()
+    if command == "train":
+        argv = ["train", "digits_mlp_l2", "--no-progress", "--no-plots", *_sets(TRIVIAL)]
+    else:
+        argv = ["distill", "distill_digits", "--no-plots", "--set", "teacher.optimizer.steps=5"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"selfdistill {command}: error: --out {out} is in use by another")
+        assert f"pid {proc.pid}" in err and "\n" not in err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["theirs.csv"]
 
 
 def test_a_running_train_holds_its_folder_against_a_second_process(tmp_path, monkeypatch):
