@@ -121,11 +121,13 @@ class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def predict(self, X: Any, step: int | None = None) -> np.ndarray:
         """Predictions of the chosen (or given) step of the path."""
-        return self.path_.predict(self._test_kernel(X), self.step_ if step is None else step)
+        kernel_test_train = self._test_kernel(X)
+        return self.path_.predict(kernel_test_train, self.step_ if step is None else step)
 
     def staged_predict(self, X: Any) -> Iterator[np.ndarray]:
         """Predictions of every step of the path, in order."""
-        yield from self.path_.staged_predict(self._test_kernel(X))
+        kernel_test_train = self._test_kernel(X)
+        yield from self.path_.staged_predict(kernel_test_train)
 
 
 def _is_auto(value: Any) -> bool:

@@ -171,7 +171,8 @@ class FilterPath:
         return per_output.sum(axis=1)
 
     def leverages(self, step: int | None = None) -> np.ndarray:
-        """Diagonal of the smoother matrix S = V diag(h_s) V^T, (K[, m]): sum_k V_ik^2 h_k."""
+        """Diagonal of the smoother matrix S = V diag(h_s) V^T: sum_k V_ik^2 h_k; shape (K,) for one output,
+        (K, m) with one filter per output, (K, 1) for a filter shared by m outputs."""
         h = self._h()[self._check_step(step)]  # (K, m)
         return self._shape_out((self.spectrum.eigenvectors**2) @ h)
 

@@ -24,8 +24,10 @@ the exact constrained minimizer since the error is convex in xi). Use held-out v
 labels as the reference (the practical choice), or the noiseless function at the training inputs (an
 oracle, for analysis). The TRAINING error against the noisy labels is no useful criterion: there
 b = -(1 - a) z and q = -a (1 - h_{t-1}) z componentwise, so <b, q> = sum_k a_k (1 - a_k)(1 - h_k) z_k^2 > 0
-and xi* < 0 always (it pushes the student away from its teacher, towards interpolation). The derivation
-is this module's own, in the eigenbasis; the tests check it against brute-force minimization over refits.
+whenever the teacher's filter satisfies h < 1 (round 0, any round of the pure chain), and then xi* < 0: it
+pushes the student away from its teacher, towards interpolation. The derivation is this module's own, in
+the eigenbasis (the full text of Borup & Andersen was not at hand to compare notation); the tests check it
+against brute-force minimization over actual KernelRidge refits.
 """
 
 from __future__ import annotations
