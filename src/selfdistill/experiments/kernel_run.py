@@ -17,7 +17,7 @@ selfdistill.kernel.MixedChainResult.from_json).
 
 Example:
   selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out results/k
-  selfdistill kernel --data train.csv --target y --epsilon 0.01 --rounds auto --selection kfold --out results/k
+  selfdistill kernel --data train.csv --target y --epsilon 0.01 --rounds auto --selection kfold --out k
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--rounds auto: gcv (default; generalized cross-validation from tr B_t, no refits), holdout or "
         "kfold (refit the chain on the training part, score each round on the held-out part)",
     )
-    chain.add_argument("--n-folds", type=int, default=5, help="--selection kfold: number of folds (default 5)")
+    chain.add_argument("--n-folds", type=int, default=5, help="--selection kfold: folds (default 5)")
     chain.add_argument(
         "--holdout-fraction",
         type=float,
@@ -356,7 +356,7 @@ def _write_theory(result, out: Path) -> str:
 
 
 def _write_selection(selection, out: Path, plots: bool) -> None:
-    """--rounds auto: selection.csv / selection.json (the criterion per round and the choice), selection.png."""
+    """--rounds auto: selection.csv / .json (the criterion per round and the choice), selection.png."""
     selection.to_csv(out / "selection.csv")
     selection.to_json(out / "selection.json")
     if plots:
