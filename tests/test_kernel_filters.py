@@ -277,3 +277,15 @@ def test_estimators_share_one_kernel_and_self_distillation_equals_its_path():
     sd = KernelSelfDistillation(gamma=2.0, epsilon=0.05, n_rounds=3).fit(X, y)
     path = self_distillation_path(gram, y, 0.05, n_rounds=3)
     np.testing.assert_allclose(sd.predict(X_test), path.predict(gram_test), atol=1e-10)
+
+
+def test_boosting_on_a_grid_of_fit_counts_equals_the_cumulative_path():
+    _, y, X_test, gram, gram_test = _rbf_problem()
+    cumulative = boosting_path(gram, y, 3.0, n_steps=50)
+    grid = boosting_path(gram, y, 3.0, steps=[1, 7, 50])
+    for s, fits in enumerate([1, 7, 50]):
+        np.testing.assert_allclose(grid.filters[s], cumulative.filters[fits - 1], rtol=1e-12, atol=1e-15)
+        expected = cumulative.predict(gram_test, fits - 1)
+        np.testing.assert_allclose(grid.predict(gram_test, s), expected, atol=1e-10)
+    with pytest.raises(ValueError, match="steps= needs one alpha"):
+        boosting_path(gram, y, [1.0, 2.0], steps=[3])

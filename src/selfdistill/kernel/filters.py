@@ -358,16 +358,30 @@ def ridge_path(gram: np.ndarray | Spectrum, y: np.ndarray, alphas: Any) -> Filte
 
 
 def boosting_path(
-    gram: np.ndarray | Spectrum, y: np.ndarray, alpha: Any, n_steps: int | None = None
+    gram: np.ndarray | Spectrum,
+    y: np.ndarray,
+    alpha: Any,
+    n_steps: int | None = None,
+    *,
+    steps: Any = None,
 ) -> FilterPath:
     """L2-boosting with a KernelRidge(alpha) base learner refitting the residuals:
     f_1 = ridge(y), f_s = f_{s-1} + ridge(y - f_{s-1}(X)).
 
-    alpha: one value (then n_steps fits) or one per fit (iterated Tikhonov, n_steps = len(alpha)). Step s
-    (0-based) is s + 1 ridge fits: filter 1 - prod_{i<=s} c_i / (d + c_i), c_i = alpha_i / K.
+    alpha: one value (then n_steps fits, reported after each) or one per fit (iterated Tikhonov,
+    n_steps = len(alpha)). Step s (0-based) is s + 1 ridge fits: filter 1 - prod_{i<=s} c_i / (d + c_i),
+    c_i = alpha_i / K. steps: with one alpha, report only these numbers of fits (any positive integers, e.g.
+    a log grid up to 1e8: the filter 1 - (c / (d + c))^s is closed form) instead of 1..n_steps.
     """
     spectrum, y = _prepare(gram, y)
     alphas = _positive_grid(alpha, "alpha")
+    if steps is not None:
+        if alphas.size != 1 or n_steps is not None:
+            raise ValueError("steps= needs one alpha and no n_steps (it replaces the fits 1..n_steps)")
+        fits = _positive_grid(steps, "steps", integer=True)
+        c = alphas[0] / spectrum.n_samples
+        filters = -np.expm1(-fits[:, None] * np.log1p(spectrum.eigenvalues[None, :] / c))
+        return FilterPath("boosting", "n_fits", fits, filters, spectrum, y, {"alpha": float(alphas[0])})
     if alphas.size == 1:
         if n_steps is None or isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
             raise ValueError(f"n_steps={n_steps!r} must be a positive integer (the number of ridge fits)")
@@ -376,9 +390,8 @@ def boosting_path(
         raise ValueError(f"n_steps={n_steps} but {alphas.size} alphas were given; give one or the other")
     filters = boosting_filter(spectrum.eigenvalues, alphas / spectrum.n_samples)
     info = {"alpha": float(alphas[0])} if np.all(alphas == alphas[0]) else {"alphas": alphas}
-    return FilterPath(
-        "boosting", "n_fits", np.arange(1, alphas.size + 1, dtype=float), filters, spectrum, y, info
-    )
+    fits = np.arange(1, alphas.size + 1, dtype=float)
+    return FilterPath("boosting", "n_fits", fits, filters, spectrum, y, info)
 
 
 def default_step_size(spectrum: Spectrum) -> float:
