@@ -138,17 +138,19 @@ def _rbf_gamma(X: np.ndarray, scale: float) -> float:
 
 
 def make_split(name: str, level: float, seed: int, n_max: int) -> Split:
-    """The data of one (dataset, noise level, seed): the seed draws the subset, the split and the noise."""
+    """The data of one (dataset, noise level, seed): the seed draws the subset and the split (the same at
+    every noise level) and the noise (its own draw per level)."""
     from selfdistill.experiments.kernel_figures import PAPER_X
     from selfdistill.kernel import kernel_matrix
 
     spec = DATASETS[name]
-    rng = np.random.default_rng([seed, sum(map(ord, name)), int(round(level * 1000))])
+    rng = np.random.default_rng([seed, sum(map(ord, name))])  # subset and split: the same at every level
+    noise_rng = np.random.default_rng([seed, sum(map(ord, name)), 1 + int(round(level * 1000))])
     if name == "section4":
         x_val = np.sort(rng.uniform(0, 1, PAPER_X.size))
         x_test = np.linspace(0, 1, 1001)
-        y_train = np.sin(2 * np.pi * PAPER_X) + level * rng.normal(size=PAPER_X.size)
-        y_val = np.sin(2 * np.pi * x_val) + level * rng.normal(size=x_val.size)
+        y_train = np.sin(2 * np.pi * PAPER_X) + level * noise_rng.normal(size=PAPER_X.size)
+        y_val = np.sin(2 * np.pi * x_val) + level * noise_rng.normal(size=x_val.size)
         col = PAPER_X[:, None]
         return Split(
             kernel_matrix(col, kernel="spline"), kernel_matrix(x_val[:, None], col, kernel="spline"),
@@ -167,8 +169,8 @@ def make_split(name: str, level: float, seed: int, n_max: int) -> Split:
         labels = y.astype(int).copy()
         noisy = labels.copy()
         for part in (tr, va):
-            flip = part[rng.uniform(size=part.size) < level]
-            noisy[flip] = rng.integers(0, 10, size=flip.size)
+            flip = part[noise_rng.uniform(size=part.size) < level]
+            noisy[flip] = noise_rng.integers(0, 10, size=flip.size)
         onehot, noisy_onehot = np.eye(10)[labels], np.eye(10)[noisy]
         offset = noisy_onehot[tr].mean(axis=0)
         y_all, y_noisy = onehot - offset, noisy_onehot - offset
@@ -176,7 +178,7 @@ def make_split(name: str, level: float, seed: int, n_max: int) -> Split:
         offset = None
         y_all = (y - y[tr].mean()) / y[tr].std()
         y_noisy = y_all.copy()
-        y_noisy[np.r_[tr, va]] += level * rng.normal(size=tr.size + va.size)
+        y_noisy[np.r_[tr, va]] += level * noise_rng.normal(size=tr.size + va.size)
     gamma = _rbf_gamma(X[tr], spec.gamma_scale)
     return Split(
         kernel_matrix(X[tr], kernel="rbf", gamma=gamma),
