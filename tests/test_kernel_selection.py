@@ -170,7 +170,8 @@ def test_n_rounds_must_be_a_positive_int_none_or_auto(bad):
         (dict(selection="kfold", n_folds=1), r"n_folds=1 must be an integer >= 2"),
         (
             dict(selection="kfold", n_folds=10),
-            r"needs at least n_folds=10 training points, got 6; use n_folds <= 6",
+            r"needs at least n_folds=10 training points, got n_samples=6; use n_folds <= 6 or "
+            r"selection='gcv'",
         ),
         (dict(selection="holdout", holdout_fraction=0.05), r"each part needs at least one"),
     ],

@@ -638,6 +638,8 @@ def main(args: argparse.Namespace) -> int:
     rows = [r for r in rows if (r["dataset"], r["noise"], r["seed"]) in done]
     sel_rows = [r for r in sel_rows if (r["dataset"], r["noise"], r["seed"]) in done]
     atomic_write_json(config_path, config)
+    import scipy.linalg  # noqa: F401  (load the BLAS libraries first: threadpoolctl limits loaded ones only)
+    import sklearn.metrics.pairwise  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     limiter = threadpool_limits(limits=max(int(args.threads), 1))

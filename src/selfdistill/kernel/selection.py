@@ -82,9 +82,10 @@ def split_indices(
     check_selection(selection, n_folds, holdout_fraction)
     if selection == "kfold":
         if n_samples < n_folds:
+            fix = f"n_folds <= {n_samples}" if n_samples >= 2 else "more data"
             raise ValueError(
-                f"selection='kfold' needs at least n_folds={n_folds} training points, got {n_samples}; use "
-                f"n_folds <= {n_samples} (at least 2) or selection='gcv'"
+                f"selection='kfold' needs at least n_folds={n_folds} training points, got "
+                f"n_samples={n_samples}; use {fix} or selection='gcv'"
             )
         return list(
             KFold(n_splits=int(n_folds), shuffle=True, random_state=random_state).split(np.zeros(n_samples))
@@ -92,10 +93,9 @@ def split_indices(
     n_held = int(round(float(holdout_fraction) * n_samples))
     if n_held < 1 or n_samples - n_held < 1:
         raise ValueError(
-            f"selection='holdout' with holdout_fraction={holdout_fraction} leaves {n_samples - n_held} "
-            "training "
-            f"and {n_held} held-out point(s) of {n_samples}; each part needs at least one: use more data, "
-            "another holdout_fraction, or selection='gcv'"
+            f"selection='holdout' with holdout_fraction={holdout_fraction} and n_samples={n_samples} leaves "
+            f"{n_samples - n_held} training and {n_held} held-out point(s); each part needs at least one: "
+            "use more data, another holdout_fraction, or selection='gcv'"
         )
     split = ShuffleSplit(n_splits=1, test_size=n_held, random_state=random_state)
     return list(split.split(np.zeros(n_samples)))
