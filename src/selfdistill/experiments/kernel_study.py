@@ -8,16 +8,17 @@ same at every noise level, and the label noise), one eigendecomposition of the t
 every method (``selfdistill.kernel.filters``); each method's own
 hyperparameter is tuned on the SAME validation split, and its test error reported:
   sd           self-distillation (Mobahi et al. 2020), eps-constrained: eps and round chosen on validation
-               (eps = e_min + f (||y||^2/K - e_min), f on a 40-point log grid from 1e-5 to 0.9; e_min the
-               unreachable null-space part)
+               (eps = e_min + f (||y||^2/K - e_min), f on a 48-point log grid from 1e-7 to 0.9; e_min the
+               unreachable null-space part; at most 60 rounds)
   sd_oracle    the same chain (eps as chosen on validation), round chosen on the TEST set: a reference only
   sd_default   the estimator's default eps (f = 0.1), round chosen on validation
   mix_1step    one student with ground-truth mixing: KernelRidge teacher with alpha on the ridge grid, the
                closed-form validation-optimal xi (selfdistill.kernel.mixing), alpha chosen on validation
-  ridge        kernel ridge, alpha on a 40-point log grid
-  gd           gradient descent in the RKHS, eta = 1 / d_max, the number of steps (log grid up to 1e8)
+  ridge        kernel ridge, c = alpha / K on a 57-point log grid from 1e-12 to 10 times d_max
+  gd           gradient descent in the RKHS, eta = 1 / d_max, the number of steps (80-point log grid up
+               to 1e12; closed form, so large counts cost nothing)
   boosting     L2-boosting with a weak KernelRidge base learner (c = d_max, i.e. alpha = K d_max), the
-               number of fits (log grid up to 1e8)
+               number of fits (the same grid)
   cutoff       spectral cut-off, the number of leading eigen-directions
 Separately, the round chosen WITHOUT validation data (gcv, holdout, kfold on the training split, with
 KernelSelfDistillation(n_rounds="auto")) against the oracle (test-best) round, at f = 0.1 and f = 0.01.
@@ -56,12 +57,13 @@ METHODS = ("sd", "sd_oracle", "sd_default", "mix_1step", "ridge", "gd", "boostin
 BASELINES = ("ridge", "gd", "boosting", "cutoff", "sd_default", "mix_1step")
 #: paired comparisons (a, b): test MSE of a minus b, per seed
 PAIRS = tuple(("sd", b) for b in BASELINES) + (("sd_default", "ridge"), ("mix_1step", "ridge"))
-EPS_FRACTIONS = np.geomspace(1e-5, 0.9, 40)  # as many values as the ridge grid
+EPS_FRACTIONS = np.geomspace(1e-7, 0.9, 48)  # about as dense (log scale) as the ridge grid
 DEFAULT_FRACTION = 0.1  # KernelSelfDistillation's default epsilon (selfdistill.kernel.estimator)
 SELECTION_FRACTIONS = (0.1, 0.01)
 MAX_ROUNDS = 60
-GRID = 40
-LARGE_STEPS = 10**8
+RIDGE_GRID = np.geomspace(10.0, 1e-12, 57)  # c / d_max: every grid reaches interpolation
+LARGE_STEPS = 10**12
+STEP_GRID = 80
 
 
 @dataclass(frozen=True)
@@ -241,19 +243,20 @@ def run_unit(name: str, level: float, seed: int, n_max: int) -> tuple[list[dict]
     base = {"dataset": name, "noise": level, "seed": seed, "n_train": K}
     rows: list[dict] = []
 
-    def add(method: str, param: str, val_mse: float, test_mse: float, test_pred: np.ndarray) -> None:
+    def add(method: str, param: str, val_mse: float, test_mse: float, pred: np.ndarray, edge: bool) -> None:
         rows.append({**base, "method": method, "param": param, "val_mse": float(val_mse),
-                     "test_mse": float(test_mse), "test_accuracy": _accuracy(test_pred, split)})  # fmt: skip
+                     "test_mse": float(test_mse), "test_accuracy": _accuracy(pred, split),
+                     "at_grid_edge": bool(edge)})  # fmt: skip
 
     def tuned(method: str, path: Any, describe: Callable[[int], str]) -> None:
         val, test, pred = _path_scores(path, split)
         s = int(np.argmin(val))
-        add(method, describe(s), val[s], test[s], pred[s])
+        add(method, describe(s), val[s], test[s], pred[s], s in (0, path.n_steps - 1))
 
-    alphas = K * d_max * np.geomspace(10.0, 1e-8, GRID)
+    alphas = K * d_max * RIDGE_GRID
     ridge = ridge_path(spectrum, split.y_train, alphas)
     tuned("ridge", ridge, lambda s: f"alpha={alphas[s]:.4g}")
-    gd_steps = geometric_steps(LARGE_STEPS, 60)
+    gd_steps = geometric_steps(LARGE_STEPS, STEP_GRID)
     tuned(
         "gd", gradient_descent_path(spectrum, split.y_train, gd_steps), lambda s: f"steps={gd_steps[s]:.0f}"
     )
@@ -272,13 +275,9 @@ def run_unit(name: str, level: float, seed: int, n_max: int) -> tuple[list[dict]
             best = (val, alpha, chain)
     val, alpha, chain = best
     pred = chain.predict(split.k_test, round=1)
-    add(
-        "mix_1step",
-        f"alpha={alpha:.4g} xi={chain.xi_rounds[1]:.3f}",
-        val,
-        _mse(pred[None], split.y_test)[0],
-        pred,
-    )
+    param = f"alpha={alpha:.4g} xi={chain.xi_rounds[1]:.3f}"
+    edge = alpha in (alphas[0], alphas[-1])
+    add("mix_1step", param, val, _mse(pred[None], split.y_test)[0], pred, edge)
 
     # self-distillation over the eps grid: (eps, round) on validation; oracle round for the chosen eps
     with warnings.catch_warnings():
@@ -292,16 +291,17 @@ def run_unit(name: str, level: float, seed: int, n_max: int) -> tuple[list[dict]
         ((i, int(np.argmin(c[2]))) for i, c in enumerate(chains)), key=lambda it: chains[it[0]][2][it[1]]
     )
     f, path, val, test, pred = chains[f_i]
-    add("sd", f"f={f:.3g} round={t_i}/{path.n_steps}", val[t_i], test[t_i], pred[t_i])
+    edge = f_i in (0, len(chains) - 1)
+    add("sd", f"f={f:.3g} round={t_i}/{path.n_steps}", val[t_i], test[t_i], pred[t_i], edge)
     t_o = int(np.argmin(test))
-    add("sd_oracle", f"f={f:.3g} round={t_o}/{path.n_steps}", val[t_o], test[t_o], pred[t_o])
+    add("sd_oracle", f"f={f:.3g} round={t_o}/{path.n_steps}", val[t_o], test[t_o], pred[t_o], edge)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         eps = _eps_for_fraction(spectrum, split.y_train, DEFAULT_FRACTION)
         default = self_distillation_path(spectrum, split.y_train, eps, max_rounds=MAX_ROUNDS)
     val, test, pred = _path_scores(default, split)
     t_d = int(np.argmin(val))
-    add("sd_default", f"f=0.1 round={t_d}/{default.n_steps}", val[t_d], test[t_d], pred[t_d])
+    add("sd_default", f"f=0.1 round={t_d}/{default.n_steps}", val[t_d], test[t_d], pred[t_d], False)
 
     # choosing the round without validation data, against the oracle round
     selection_rows = []
@@ -353,6 +353,7 @@ RUN_COLUMNS = [
     "val_mse",
     "test_mse",
     "test_accuracy",
+    "at_grid_edge",
 ]
 SELECTION_COLUMNS = [
     "dataset", "noise", "seed", "n_train", "fraction", "criterion", "n_rounds", "chosen_round",
@@ -403,6 +404,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "test_mse_mean": float(mse.mean()),
             "test_mse_std": float(mse.std(ddof=1)) if len(mse) > 1 else 0.0,
             "test_accuracy_mean": float(np.mean(acc)) if np.all(np.isfinite(acc)) else float("nan"),
+            "n_at_grid_edge": sum(r["at_grid_edge"] in (True, "True") for r in group),
         })  # fmt: skip
     return out
 
@@ -627,7 +629,8 @@ def main(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     config = {"datasets": datasets, "seeds": seeds, "n_max": n_max, "eps_fractions": EPS_FRACTIONS,
-              "max_rounds": MAX_ROUNDS, "grid": GRID}  # fmt: skip
+              "max_rounds": MAX_ROUNDS, "ridge_grid": RIDGE_GRID, "max_steps": LARGE_STEPS,
+              "step_grid": STEP_GRID}  # fmt: skip
     config_path = out / "config.json"
     runs_path, sel_path = out / "runs.csv", out / "selection.csv"
     import json

@@ -154,7 +154,8 @@ def self_distill(
         until collapse (n_rounds=None) also stops with status "converged" once the targets stop changing.
 
     Returns a ChainResult: c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t
-    diagonals, training predictions, status ("completed", "collapsed", "infeasible", "max_rounds").
+    diagonals, training predictions, status ("completed", "collapsed", "infeasible", "max_rounds", and
+    "converged" with xi != 1).
     """
     t_start = time.perf_counter()
     if isinstance(gram, Spectrum):
