@@ -529,9 +529,14 @@ def plot_paired(pairs: list[dict], datasets: list[str]) -> Any:
     from matplotlib.figure import Figure
 
     comparisons = [c for c in (f"{a} - {b}" for a, b in PAIRS) if any(p["comparison"] == c for p in pairs)]
-    fig = Figure(figsize=(4.2 * len(comparisons), 0.45 * len(datasets) * 3 + 1.5), layout="constrained")
-    axes = fig.subplots(1, len(comparisons), squeeze=False)[0]
-    for ax, comparison in zip(axes, comparisons, strict=True):
+    n_cells = len({(p["dataset"], p["noise"]) for p in pairs})
+    cols = min(4, len(comparisons))
+    rows_n = int(np.ceil(len(comparisons) / cols))
+    fig = Figure(figsize=(4.0 * cols, rows_n * (0.2 * n_cells + 1.6)), layout="constrained")
+    axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
+    for ax in axes[len(comparisons) :]:
+        ax.set_visible(False)
+    for ax, comparison in zip(axes, comparisons, strict=False):
         entries = [p for p in pairs if p["comparison"] == comparison]
         labels, mean, lo, hi, colors = [], [], [], [], []
         for dataset in datasets:
