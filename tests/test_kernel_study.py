@@ -79,3 +79,15 @@ def test_bad_study_options_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert "--datasets: unknown ['mnist']" in capsys.readouterr().err
     assert cli.main(["study", "--seeds", "1", "--out", str(tmp_path)]) == 2
     assert "at least 2 seeds" in capsys.readouterr().err
+
+
+def test_a_second_study_into_the_same_folder_is_refused_while_one_runs(tmp_path, monkeypatch, capsys):
+    from selfdistill.io import RunFolder
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"study": cli.SUBCOMMANDS["study"]})
+    out = tmp_path / "busy"
+    with RunFolder(out):
+        assert cli.main(["study", "--quick", "--datasets", "section4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by another selfdistill run" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "runs.csv").exists()

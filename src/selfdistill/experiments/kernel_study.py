@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from selfdistill.io import RunFolder, atomic_save_figure, atomic_write_csv, atomic_write_json
 
 METHODS = ("sd", "sd_oracle", "sd_default", "mix_1step", "ridge", "gd", "boosting", "cutoff")
 BASELINES = ("ridge", "gd", "boosting", "cutoff", "sd_default", "mix_1step")
@@ -631,8 +631,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds {seeds}: paired intervals need at least 2 seeds; use --seeds 10")
     if n_max < 20:
         raise ValueError(f"--n-max {n_max}: too few points for a 50/25/25 split; use --n-max 600")
+    with RunFolder(args.out):  # one run at a time per folder (a second one is refused, one line)
+        return _run(args, datasets, seeds, n_max)
+
+
+def _run(args: argparse.Namespace, datasets: list[str], seeds: int, n_max: int) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     config = {"datasets": datasets, "seeds": seeds, "n_max": n_max, "eps_fractions": EPS_FRACTIONS,
               "max_rounds": MAX_ROUNDS, "ridge_grid": RIDGE_GRID, "max_steps": LARGE_STEPS,
               "step_grid": STEP_GRID}  # fmt: skip
