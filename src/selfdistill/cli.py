@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "selfdistill.experiments.kernel_run",
         "exact kernel self-distillation on your data (CSV or NPZ)",
     ),
+    "study": (
+        "selfdistill.experiments.kernel_study",
+        "kernel self-distillation vs tuned ridge, gradient descent, boosting, cut-off; round selection",
+    ),
     "train": (
         "selfdistill.experiments.train",
         "run a neural self-distillation experiment from a YAML config",

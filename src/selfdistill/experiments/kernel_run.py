@@ -12,8 +12,14 @@ result.json (the whole chain, reloadable with ChainResult.from_json), rounds.csv
 test_rounds.csv (with a test set), theory.txt/theory.json (the paper's bounds beside what happened), run.json
 and plots (c_t, label energy, B_t diagonals, fitted functions for 1-D inputs), every file atomically.
 
+--rounds auto chooses the round without a test set (--selection gcv|holdout|kfold) and adds selection.csv,
+selection.json and selection.png (the criterion per round, the choice); result.json then holds rounds 0..the
+chosen one. --xi mixes ground truth into the targets (a chain with xi != 1 reloads with
+selfdistill.kernel.MixedChainResult.from_json).
+
 Example:
   selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out runs/k
+  selfdistill kernel --data train.csv --target y --epsilon 0.01 --rounds auto --selection kfold --out runs/k2
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from selfdistill.io import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text
+from selfdistill.io import (
+    RunFolder,
+    atomic_save_figure,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
@@ -80,7 +92,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="absolute",
         help="absolute (default, the paper's convention) or relative to mean(y^2)",
     )
-    chain.add_argument("--rounds", type=int, default=None, help="rounds to fit (default: until collapse)")
+    chain.add_argument(
+        "--rounds",
+        type=_rounds_arg,
+        default=None,
+        help="rounds to fit (default: until collapse), or 'auto': run until collapse, then choose the round "
+        "with --selection (no test set); predictions and the tables use the chosen round",
+    )
+    chain.add_argument(
+        "--selection",
+        choices=["gcv", "holdout", "kfold"],
+        default="gcv",
+        help="--rounds auto: gcv (default; generalized cross-validation from tr B_t, no refits), holdout or "
+        "kfold (refit the chain on the training part, score each round on the held-out part)",
+    )
+    chain.add_argument("--n-folds", type=int, default=5, help="--selection kfold: folds (default 5)")
+    chain.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="--selection holdout: share of the data held out, in (0, 1) (default 0.2)",
+    )
+    chain.add_argument(
+        "--random-state", type=int, default=0, help="--selection holdout/kfold: seed of the split (default 0)"
+    )
+    chain.add_argument(
+        "--xi",
+        type=float,
+        default=1.0,
+        help="ground-truth mixing: round t >= 1 fits xi * f_(t-1)(X) + (1 - xi) * y (default 1: the paper); "
+        "with --alpha and xi < 1 the rounds converge to KernelRidge(alpha / (1 - xi))",
+    )
     chain.add_argument("--max-rounds", type=int, default=1000, help="cap when running until collapse")
     chain.add_argument(
         "--alpha",
@@ -130,7 +172,7 @@ def check_options(args: argparse.Namespace) -> None:
     for option, value in (("--degree", args.degree), ("--coef0", args.coef0)):
         if not math.isfinite(value):
             raise ValueError(f"{option} {value:g} must be a finite number")
-    if args.rounds is not None and args.rounds < 1:
+    if isinstance(args.rounds, int) and args.rounds < 1:
         raise ValueError(
             f"--rounds {args.rounds} must be >= 1 (the number of rounds to fit, round 0 included); omit it "
             "to run until collapse"
@@ -139,6 +181,16 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-rounds {args.max_rounds} must be >= 1 (the cap when running until collapse)")
     if args.kernel not in KERNEL_NAMES:
         raise ValueError(f"--kernel {args.kernel!r} is unknown; use one of {', '.join(KERNEL_NAMES)}")
+
+
+def _rounds_arg(text: str) -> int | str:
+    """--rounds: a positive integer or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)  # a value < 1 gets check_options' one-line error
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer or 'auto'") from None
 
 
 # ---- data loading ----------------------------------------------------------------------------------------
@@ -489,6 +541,14 @@ def _write_theory(result, out: Path) -> str:
     return text
 
 
+def _write_selection(selection, out: Path, plots: bool) -> None:
+    """--rounds auto: selection.csv / .json (the criterion per round and the choice), selection.png."""
+    selection.to_csv(out / "selection.csv")
+    selection.to_json(out / "selection.json")
+    if plots:
+        atomic_save_figure(selection.plot(), out / "selection.png")
+
+
 @contextmanager
 def _warnings_to_stderr() -> Iterator[None]:
     """Each warning raised inside becomes one stderr line (a round-0 collapse is an error, raised later)."""
@@ -548,6 +608,8 @@ def main(args: argparse.Namespace) -> int:
         raise
     folder.release()
     print(result)
+    if est.selection_ is not None:
+        print(est.selection_)
     if test_rows is not None:
         print("test set: " + "  ".join(f"round {r['round']}: MSE {r['test_mse']:.5g}" for r in test_rows))
     print(theory_text)
@@ -574,7 +636,8 @@ def _run(
     est = KernelSelfDistillation(
         kernel=args.kernel, epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, n_rounds=args.rounds,
         alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
-        coef0=args.coef0, max_rounds=args.max_rounds,
+        coef0=args.coef0, max_rounds=args.max_rounds, xi=args.xi, selection=args.selection,
+        n_folds=args.n_folds, holdout_fraction=args.holdout_fraction, random_state=args.random_state,
     )  # fmt: skip
     K = len(X)
     stages = ["kernel matrix + eigendecomposition + rounds", "test predictions", "theory", "plots", "files"]
@@ -593,7 +656,7 @@ def _run(
             theory_text = _write_theory(result, out)
             bar.update()
             plots = []
-            if not args.no_plots:
+            if not args.no_plots and result.n_rounds > 0:
                 kernel_fn = None if args.kernel == "precomputed" else est._kernel
                 plots = save_chain_plots(result, out, x_train=X, kernel=kernel_fn)
             bar.update()
@@ -602,6 +665,8 @@ def _run(
             )
             result.to_json(out / "result.json", include_eigenvectors=save_vectors)
             result.to_csv(out / "rounds.csv")
+            if est.selection_ is not None:
+                _write_selection(est.selection_, out, plots=not args.no_plots)
             if test_rows is not None:
                 atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
             atomic_write_json(

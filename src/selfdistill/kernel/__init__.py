@@ -6,23 +6,62 @@ Main entry points:
   - ``KernelSelfDistillation``: the scikit-learn estimator.
   - ``Spectrum``: reuse one eigendecomposition for many epsilons.
   - ``kernel_matrix``, ``spline_green``: kernels by name, including the spline Green's function (59).
+  - ``FilterPath`` and ``ridge_path``, ``boosting_path``, ``gradient_descent_path``, ``gradient_flow_path``,
+    ``cutoff_path``, ``self_distillation_path``: every method as a spectral filter over one ``Spectrum``;
+    ``SpectralRidge``, ``KernelBoosting``, ``KernelGradientDescent``, ``KernelGradientFlow``,
+    ``SpectralCutoff``: their scikit-learn estimators (filters.py, filter_estimators.py).
+  - ``self_distill(..., xi=...)``, ``MixedChainResult``: ground-truth mixing (mixing.py).
+  - ``KernelSelfDistillation(n_rounds="auto", selection="gcv")``, ``SelectionResult``: choosing the round
+    without the test set (selection.py).
 """
 
 from selfdistill.kernel.estimator import CollapseWarning, KernelSelfDistillation
+from selfdistill.kernel.filter_estimators import (
+    KernelBoosting,
+    KernelGradientDescent,
+    KernelGradientFlow,
+    SpectralCutoff,
+    SpectralRidge,
+)
+from selfdistill.kernel.filters import (
+    FilterPath,
+    boosting_path,
+    cutoff_path,
+    gradient_descent_path,
+    gradient_flow_path,
+    ridge_path,
+    self_distillation_path,
+)
 from selfdistill.kernel.kernels import KERNEL_NAMES, kernel_matrix, spline_green
+from selfdistill.kernel.mixing import MixedChainResult
 from selfdistill.kernel.result import ChainResult
 from selfdistill.kernel.rounds import constraint_residual, self_distill, solve_c
+from selfdistill.kernel.selection import SelectionResult
 from selfdistill.kernel.spectrum import Spectrum
 
 __all__ = [
     "KERNEL_NAMES",
     "ChainResult",
     "CollapseWarning",
+    "FilterPath",
+    "KernelBoosting",
+    "KernelGradientDescent",
+    "KernelGradientFlow",
     "KernelSelfDistillation",
+    "MixedChainResult",
+    "SelectionResult",
+    "SpectralCutoff",
+    "SpectralRidge",
     "Spectrum",
+    "boosting_path",
     "constraint_residual",
+    "cutoff_path",
+    "gradient_descent_path",
+    "gradient_flow_path",
     "kernel_matrix",
+    "ridge_path",
     "self_distill",
+    "self_distillation_path",
     "solve_c",
     "spline_green",
 ]

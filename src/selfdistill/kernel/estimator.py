@@ -11,8 +11,10 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from selfdistill.kernel.kernels import kernel_matrix
+from selfdistill.kernel.mixing import check_xi
 from selfdistill.kernel.result import ChainResult
 from selfdistill.kernel.rounds import check_label_scale, self_distill
+from selfdistill.kernel.selection import check_n_rounds, check_selection, select_chain_round
 from selfdistill.kernel.spectrum import Spectrum
 
 #: epsilon=None uses eps = e_min + DEFAULT_RELATIVE_EPSILON * (||y||^2 / K - e_min), where e_min is the mean
@@ -96,7 +98,17 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     epsilon_mode : "absolute" (default: eps = epsilon, the paper's convention) or "relative" (eps =
         epsilon * ||y||^2 / K, i.e. epsilon * mean(y^2) for one output; summed over outputs with a shared c,
         per column with per_output_c=True). epsilon >= 1 relative always collapses at round 0.
-    n_rounds : number of rounds to fit (round 0 included); None: until collapse (at most max_rounds).
+    n_rounds : number of rounds to fit (round 0 included); None: until collapse (at most max_rounds);
+        "auto": fit until collapse, then choose the round by ``selection`` (no test set): predict uses the
+        chosen round, ``n_rounds_`` counts the rounds up to and including it, ``selection_`` holds the
+        criterion per round, ``full_result_`` the whole chain.
+    selection : how n_rounds="auto" chooses: "gcv" (default; generalized cross-validation from tr B_t, no
+        refits), "holdout" or "kfold" (refit the chain, with its own c_t, on the training part; score each
+        round on the held-out part). See selfdistill.kernel.selection.
+    n_folds, holdout_fraction, random_state : for selection="kfold" / "holdout" (shuffled splits).
+    xi : ground-truth mixing (Borup & Andersen 2021): round t >= 1 fits xi * f_{t-1}(X) + (1 - xi) * y.
+        1 (default) is the paper; a sequence gives one xi per round t >= 1. With alpha and xi < 1 the rounds
+        converge to KernelRidge(alpha / (1 - xi)); a chain run until collapse stops when they converge.
     alpha : fixed-c mode: every round is KernelRidge(alpha) on the previous round's predictions (c = alpha/K);
         epsilon then only detects collapse. With epsilon=None and n_rounds given there is no collapse test:
         exactly n_rounds rounds are fitted (``epsilon_`` is None); with n_rounds=None the default epsilon
@@ -111,7 +123,10 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     result_ : ChainResult (per-round table, B_t, plots, JSON, theory()).
     c_ : ndarray ``(n_rounds_,)`` (or ``(n_rounds_, n_outputs)`` with per_output_c): c_t, paper convention
         G = Kxx/K.
-    n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0).
+    n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0);
+        with n_rounds="auto" the chosen round + 1.
+    selection_ : SelectionResult (n_rounds="auto"; prints, plots, saves), else None.
+    full_result_ : the whole chain before the choice of the round (equals result_ unless n_rounds="auto").
     epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).
     X_fit_ : training inputs (the kernel's second argument).
 
@@ -153,6 +168,11 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         coef0: float = 1,
         kernel_params: dict | None = None,
         max_rounds: int = 1000,
+        xi: float | Any = 1.0,
+        selection: str = "gcv",
+        n_folds: int = 5,
+        holdout_fraction: float = 0.2,
+        random_state: Any = None,
     ) -> None:
         self.kernel = kernel
         self.epsilon = epsilon
@@ -165,6 +185,11 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.coef0 = coef0
         self.kernel_params = kernel_params
         self.max_rounds = max_rounds
+        self.xi = xi
+        self.selection = selection
+        self.n_folds = n_folds
+        self.holdout_fraction = holdout_fraction
+        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -186,7 +211,7 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def _absolute_epsilon(self, Y: np.ndarray, spectrum: Spectrum) -> float | np.ndarray | None:
         if self.epsilon_mode not in ("absolute", "relative"):
             raise ValueError(f"epsilon_mode={self.epsilon_mode!r} must be 'absolute' or 'relative'")
-        if self.alpha is not None and self.epsilon is None and self.n_rounds is not None:
+        if self.alpha is not None and self.epsilon is None and self.n_rounds not in (None, "auto"):
             return None  # fixed c, fixed number of rounds: exactly n_rounds ridge refits, no collapse test
         relative = self.epsilon is None or self.epsilon_mode == "relative"
         value = DEFAULT_RELATIVE_EPSILON if self.epsilon is None else self.epsilon
@@ -222,6 +247,11 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"inconsistent numbers of samples: X has {n_X} rows but y has {n_y}; give one label (row of "
                 "y) per sample of X"
             )
+        n_rounds = check_n_rounds(self.n_rounds)
+        auto = n_rounds == "auto"
+        check_xi(self.xi)
+        if auto:
+            check_selection(self.selection, self.n_folds, self.holdout_fraction)
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         if isinstance(self.kernel, str) and self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
             raise ValueError(
@@ -236,10 +266,11 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
             spectrum,
             y,
             self.epsilon_,
-            n_rounds=self.n_rounds,
+            n_rounds=None if auto else n_rounds,
             alpha=self.alpha,
             per_output_c=self.per_output_c,
             max_rounds=self.max_rounds,
+            xi=self.xi,
         )
         if result.infeasible:
             raise ValueError(result.message)
@@ -251,6 +282,10 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 CollapseWarning,
                 stacklevel=2,
             )
+        self.full_result_: ChainResult = result
+        self.selection_ = None
+        if auto and result.n_rounds > 0:
+            result, self.selection_ = select_chain_round(self, X, y, spectrum, result)
         self.result_: ChainResult = result
         self.c_ = np.array(result.c, dtype=float)
         self.n_rounds_ = result.n_rounds

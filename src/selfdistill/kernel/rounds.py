@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import brentq
 
+from selfdistill.kernel.mixing import MixedChainResult, check_xi, is_mixing, xi_of_round
 from selfdistill.kernel.result import ChainResult
 from selfdistill.kernel.spectrum import Spectrum
 
@@ -33,6 +35,9 @@ def constraint_residual(c: float, eigenvalues: np.ndarray, z_sq: np.ndarray, n_s
 # Labels within round-off of the collapse threshold ||y_t||^2 = K eps count as collapsed: c_t -> infinity
 # there, and the engine and solve_c must agree on the decision (one comparison, one tolerance).
 COLLAPSE_RTOL = 64 * np.finfo(float).eps
+# Ground-truth mixing (xi != 1) run until collapse stops as "converged" once the mixed targets change by at
+# most this much relative to their size (they converge geometrically to a fixed point that never collapses).
+MIXING_RTOL = 1e-13
 
 
 def is_collapsed(energy, n_samples: int, epsilon):
@@ -139,6 +144,7 @@ def self_distill(
     on_infeasible: str = "report",
     symmetry_rtol: float | None = None,
     psd_rtol: float | None = None,
+    xi: float | Sequence[float] = 1.0,
 ) -> ChainResult:
     """Exact multi-round kernel self-distillation (Mobahi et al. 2020) from ONE eigendecomposition.
 
@@ -157,12 +163,17 @@ def self_distill(
         round's predictions. epsilon is then optional and only used to detect collapse; give n_rounds
         or epsilon.
     on_infeasible : "report" (return a ChainResult with status "infeasible") or "raise" (ValueError).
+    xi : ground-truth mixing (Borup & Andersen 2021; selfdistill.kernel.mixing): round t >= 1 fits
+        xi * f_{t-1}(X) + (1 - xi) * y instead of f_{t-1}(X). 1 (default) is the paper; a sequence gives
+        one xi per round t = 1, 2, .... With some xi != 1 the result is a MixedChainResult, and a chain run
+        until collapse (n_rounds=None) also stops with status "converged" once the targets stop changing.
 
     Returns
     -------
     ChainResult
         c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t diagonals, training
-        predictions, status ("completed", "collapsed", "infeasible", "max_rounds").
+        predictions, status ("completed", "collapsed", "infeasible", "max_rounds", and "converged" with
+        xi != 1).
     """
     t_start = time.perf_counter()
     if isinstance(gram, Spectrum):
@@ -211,10 +222,15 @@ def self_distill(
             raise ValueError("fixed-c mode (alpha) needs n_rounds, or epsilon to stop at collapse")
         c_fixed = alpha_value / K
 
+    xi = check_xi(xi)
+    mixing = is_mixing(xi)
     limit = int(n_rounds) if n_rounds is not None else int(max_rounds)
     null = spectrum.null_mask
-    Z = spectrum.rotate(Y)  # (K, m)
-    zs = [Z]
+    Z = spectrum.rotate(Y)  # (K, m): the rotated targets of the current round
+    Z0 = Z
+    zs = [Z]  # z_0 = V^T y, then the rotated training predictions of each round
+    targets = [Z]  # mixing: the rotated targets of each round
+    xi_used = [0.0]
     cs: list[np.ndarray] = []
     status, stop_round, message = "completed", None, ""
     t = 0
@@ -277,10 +293,26 @@ def self_distill(
                 c_scalar = solve_c(d, np.sum(Z * Z, axis=1), K, eps)
             c_t = np.full(m, c_scalar)
             A = (d / (c_scalar + d))[:, None]
-        Z = A * Z
-        zs.append(Z)
+        P = A * Z  # rotated training predictions of round t
+        zs.append(P)
         cs.append(c_t)
         t += 1
+        if not mixing:
+            Z = P
+            continue
+        # the targets of round t; a per-round xi sequence need not cover round T = n_rounds, never fitted
+        if np.ndim(xi) == 0 or t - 1 < len(xi) or t < limit:
+            xi_used.append(xi_of_round(xi, t))
+            Z_next = xi_used[-1] * P + (1.0 - xi_used[-1]) * Z0
+        else:
+            Z_next = P
+        converged = np.max(np.abs(Z_next - Z)) <= MIXING_RTOL * max(float(np.max(np.abs(Z))), 1e-300)
+        Z = Z_next
+        targets.append(Z)
+        if n_rounds is None and converged:
+            status, stop_round = "converged", t
+            message = f"converged at round {t}: the mixed targets stopped changing (relative {MIXING_RTOL:g})"
+            break
 
     if status == "infeasible" and on_infeasible == "raise":
         raise ValueError(message)
@@ -297,7 +329,16 @@ def self_distill(
     eps_out = None if eps is None else (np.asarray(eps, dtype=float) if np.ndim(eps) else float(eps))
     if single_output and eps_out is not None and np.ndim(eps_out):
         eps_out = float(eps_out[0])
-    return ChainResult(
+    kwargs = {}
+    result_type = ChainResult
+    if mixing:
+        result_type = MixedChainResult
+        u_arr = np.stack(targets)
+        kwargs = {
+            "xi_rounds": np.array(xi_used[:T] if T else [], dtype=float),
+            "targets": u_arr[:, :, 0] if single_output else u_arr,
+        }
+    return result_type(
         eigenvalues=d,
         eigenvectors=spectrum.eigenvectors,
         c=c_arr,
@@ -311,4 +352,5 @@ def self_distill(
         stop_round=stop_round,
         message=message,
         timings={"eigh_s": t_eigh - t_start, "rounds_s": t_end - t_eigh},
+        **kwargs,
     )

@@ -1,0 +1,269 @@
+"""scikit-learn estimators for the spectral filters of ``selfdistill.kernel.filters`` (one shared base).
+
+Each estimator fits ONE eigendecomposition of G = Kxx / K, builds its method's ``FilterPath`` over a grid of
+its hyperparameter and predicts with one step of it: the given value, or, with a grid ("auto" or a
+sequence), the step chosen by ``selection`` ("gcv" default, "holdout", "kfold"; see
+``selfdistill.kernel.selection``). Attributes after fit: ``path_`` (FilterPath: filter per eigenvalue and
+step, dof per step, predictions), ``step_`` (index of the step used), ``selection_`` (SelectionResult or
+None) and ``dof_`` (tr h of the step used).
+
+  SpectralRidge(alpha)              d / (d + c), c = alpha / K
+  KernelBoosting(alpha, n_steps)    1 - (c / (d + c))^s, s ridge fits on the residuals
+  KernelGradientDescent(n_steps)    1 - (1 - eta d)^t (eta = step_size, default 1 / d_max)
+  KernelGradientFlow(time)          1 - exp(-s d)
+  SpectralCutoff(n_components)      1{d >= tau}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from selfdistill.kernel.filters import (
+    FilterPath,
+    boosting_path,
+    cutoff_path,
+    geometric_steps,
+    gradient_descent_path,
+    gradient_flow_path,
+    ridge_path,
+)
+from selfdistill.kernel.kernels import kernel_matrix
+from selfdistill.kernel.selection import check_selection, select_by_gcv, select_held_out
+from selfdistill.kernel.spectrum import Spectrum
+
+#: grid sizes of the "auto" settings
+AUTO_GRID_SIZE = 40
+
+
+class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """Shared base: kernel, eigendecomposition, the path, the choice of the step, predict.
+
+    Subclasses define ``_grid()`` (the hyperparameter values to build the path on, and whether to choose
+    among them) and ``_path(spectrum, y, grid)``. Kernel parameters as in KernelRidge; selection,
+    n_folds, holdout_fraction, random_state as in KernelSelfDistillation(n_rounds="auto").
+    """
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def _precomputed(self) -> bool:
+        return isinstance(self.kernel, str) and self.kernel == "precomputed"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = self._precomputed
+        return tags
+
+    def _kernel(self, X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
+        return kernel_matrix(
+            X, Y, self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
+            kernel_params=self.kernel_params,
+        )  # fmt: skip
+
+    def _fit_path(self, X: np.ndarray, y: np.ndarray, grid: Any = None) -> tuple[FilterPath, bool]:
+        spectrum = Spectrum.from_gram(self._kernel(X))
+        own_grid, choose = self._grid(spectrum)
+        return self._path(spectrum, y, own_grid if grid is None else grid), choose
+
+    def fit(self, X: Any, y: Any) -> SpectralFilterRegressor:
+        from selfdistill.kernel.estimator import _require_finite
+
+        _require_finite("X", X)
+        _require_finite("y", y)
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        if self._precomputed and X.shape[0] != X.shape[1]:
+            raise ValueError(
+                f"kernel='precomputed': X must be the square training kernel matrix, got shape {X.shape}"
+            )
+        path, choose = self._fit_path(X, y)
+        self.selection_ = None
+        step = path.n_steps - 1
+        if choose and path.n_steps > 1:
+            check_selection(self.selection, self.n_folds, self.holdout_fraction)
+            if self.selection == "gcv":
+                self.selection_ = select_by_gcv(path)
+            else:
+                grid = path.params
+
+                def fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_held: np.ndarray) -> np.ndarray:
+                    sub, _ = clone(self)._fit_path(X_train, y_train, grid)
+                    k = X_held if self._precomputed else self._kernel(X_held, X_train)
+                    return sub.test_predictions(k)
+
+                self.selection_ = select_held_out(
+                    path, fit_predict, X, y, self.selection, n_folds=self.n_folds,
+                    holdout_fraction=self.holdout_fraction, random_state=self.random_state,
+                    precomputed=self._precomputed,
+                )  # fmt: skip
+            step = self.selection_.chosen
+        self.path_ = path
+        self.step_ = int(step)
+        self.dof_ = float(path.dof[step])
+        self.X_fit_ = X
+        return self
+
+    def _test_kernel(self, X: Any) -> np.ndarray:
+        from selfdistill.kernel.estimator import _require_finite
+
+        check_is_fitted(self)
+        _require_finite("X", X)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X if self._precomputed else self._kernel(X, self.X_fit_)
+
+    def predict(self, X: Any, step: int | None = None) -> np.ndarray:
+        """Predictions of the chosen (or given) step of the path."""
+        kernel_test_train = self._test_kernel(X)
+        return self.path_.predict(kernel_test_train, self.step_ if step is None else step)
+
+    def staged_predict(self, X: Any) -> Iterator[np.ndarray]:
+        """Predictions of every step of the path, in order."""
+        kernel_test_train = self._test_kernel(X)
+        yield from self.path_.staged_predict(kernel_test_train)
+
+
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
+def _grid_or_value(value: Any, name: str, auto_grid: np.ndarray) -> tuple[np.ndarray, bool]:
+    """ "auto" -> (auto_grid, choose); a sequence -> (it, choose); a number -> ([it], no choice)."""
+    if _is_auto(value):
+        return auto_grid, True
+    if isinstance(value, str | bool) or value is None:
+        raise ValueError(f"{name}={value!r} must be a positive number, a sequence of them, or 'auto'")
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    return arr, arr.size > 1
+
+
+class SpectralRidge(SpectralFilterRegressor):
+    """Kernel ridge as a spectral filter d / (d + c), c = alpha / K (equals sklearn's KernelRidge(alpha)).
+
+    alpha: a number, a sequence (choose by ``selection``) or "auto" (40 values, c from 1e-8 to 10 times the
+    largest eigenvalue of G, log-spaced).
+    """
+
+    def __init__(
+        self, alpha: Any = 1.0, *, kernel: Any = "rbf", gamma: float | None = None, degree: float = 3,
+        coef0: float = 1, kernel_params: dict | None = None, selection: str = "gcv", n_folds: int = 5,
+        holdout_fraction: float = 0.2, random_state: Any = None,
+    ) -> None:  # fmt: skip
+        self.alpha = alpha
+        self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, degree, coef0
+        self.kernel_params, self.selection, self.n_folds = kernel_params, selection, n_folds
+        self.holdout_fraction, self.random_state = holdout_fraction, random_state
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:
+        d_max = max(float(spectrum.eigenvalues[-1]), np.finfo(float).tiny)
+        auto = spectrum.n_samples * d_max * np.geomspace(10.0, 1e-8, AUTO_GRID_SIZE)
+        return _grid_or_value(self.alpha, "alpha", auto)
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:
+        return ridge_path(spectrum, y, grid)
+
+
+class KernelBoosting(SpectralFilterRegressor):
+    """L2-boosting / iterated Tikhonov with a KernelRidge(alpha) base learner refitting the residuals.
+
+    n_steps: number of ridge fits, or "auto" (choose among 1..max_steps by ``selection``).
+    """
+
+    def __init__(
+        self, alpha: float = 1.0, n_steps: Any = "auto", *, max_steps: int = 100, kernel: Any = "rbf",
+        gamma: float | None = None, degree: float = 3, coef0: float = 1, kernel_params: dict | None = None,
+        selection: str = "gcv", n_folds: int = 5, holdout_fraction: float = 0.2, random_state: Any = None,
+    ) -> None:  # fmt: skip
+        self.alpha, self.n_steps, self.max_steps = alpha, n_steps, max_steps
+        self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, degree, coef0
+        self.kernel_params, self.selection, self.n_folds = kernel_params, selection, n_folds
+        self.holdout_fraction, self.random_state = holdout_fraction, random_state
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:
+        if _is_auto(self.n_steps):
+            return int(self.max_steps), True
+        return self.n_steps, False
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:
+        n = int(np.max(grid))
+        return boosting_path(spectrum, y, self.alpha, n_steps=n)
+
+
+class KernelGradientDescent(SpectralFilterRegressor):
+    """Gradient descent in the RKHS on (1/2K) sum (f(x_k) - y_k)^2 from f = 0, stopped after n_steps.
+
+    n_steps: a number of steps, a sequence, or "auto" (about 40 log-spaced counts in 1..max_steps, chosen by
+    ``selection``). step_size: eta in G-units (G = Kxx / K), default 1 / d_max, must be < 2 / d_max.
+    """
+
+    def __init__(
+        self, n_steps: Any = "auto", *, step_size: float | None = None, max_steps: int = 10000,
+        kernel: Any = "rbf", gamma: float | None = None, degree: float = 3, coef0: float = 1,
+        kernel_params: dict | None = None, selection: str = "gcv", n_folds: int = 5,
+        holdout_fraction: float = 0.2, random_state: Any = None,
+    ) -> None:  # fmt: skip
+        self.n_steps, self.step_size, self.max_steps = n_steps, step_size, max_steps
+        self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, degree, coef0
+        self.kernel_params, self.selection, self.n_folds = kernel_params, selection, n_folds
+        self.holdout_fraction, self.random_state = holdout_fraction, random_state
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:
+        return _grid_or_value(self.n_steps, "n_steps", geometric_steps(int(self.max_steps), AUTO_GRID_SIZE))
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:
+        return gradient_descent_path(spectrum, y, grid, step_size=self.step_size)
+
+
+class KernelGradientFlow(SpectralFilterRegressor):
+    """Gradient flow df/ds = G (y - f) from f = 0, stopped at time s (G-units).
+
+    time: a number, a sequence, or "auto" (40 log-spaced times from 0.1 / d_max to 1e8 / d_max).
+    """
+
+    def __init__(
+        self, time: Any = "auto", *, kernel: Any = "rbf", gamma: float | None = None, degree: float = 3,
+        coef0: float = 1, kernel_params: dict | None = None, selection: str = "gcv", n_folds: int = 5,
+        holdout_fraction: float = 0.2, random_state: Any = None,
+    ) -> None:  # fmt: skip
+        self.time = time
+        self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, degree, coef0
+        self.kernel_params, self.selection, self.n_folds = kernel_params, selection, n_folds
+        self.holdout_fraction, self.random_state = holdout_fraction, random_state
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:
+        d_max = max(float(spectrum.eigenvalues[-1]), np.finfo(float).tiny)
+        return _grid_or_value(self.time, "time", np.geomspace(0.1, 1e8, AUTO_GRID_SIZE) / d_max)
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:
+        return gradient_flow_path(spectrum, y, grid)
+
+
+class SpectralCutoff(SpectralFilterRegressor):
+    """Spectral cut-off (truncated kernel PCA regression): keep the n_components leading eigen-directions.
+
+    n_components: a number, a sequence, or "auto" (1..rank of G, chosen by ``selection``).
+    """
+
+    def __init__(
+        self, n_components: Any = "auto", *, kernel: Any = "rbf", gamma: float | None = None,
+        degree: float = 3, coef0: float = 1, kernel_params: dict | None = None, selection: str = "gcv",
+        n_folds: int = 5, holdout_fraction: float = 0.2, random_state: Any = None,
+    ) -> None:  # fmt: skip
+        self.n_components = n_components
+        self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, degree, coef0
+        self.kernel_params, self.selection, self.n_folds = kernel_params, selection, n_folds
+        self.holdout_fraction, self.random_state = holdout_fraction, random_state
+
+    def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:
+        rank = max(int(np.count_nonzero(spectrum.eigenvalues > 0)), 1)
+        return _grid_or_value(self.n_components, "n_components", np.arange(1, rank + 1, dtype=float))
+
+    def _path(self, spectrum: Spectrum, y: np.ndarray, grid: Any) -> FilterPath:
+        return cutoff_path(spectrum, y, grid)
