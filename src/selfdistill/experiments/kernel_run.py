@@ -6,6 +6,9 @@ with --test / --test-labels (CSV). One eigendecomposition of G = Kxx/K serves ev
 min R(f) s.t. (1/K) sum (f(x_k) - y_k)^2 <= eps, round t refits the predictions of round t-1, until
 --rounds or until collapse (||y_t||^2 <= K eps).
 
+With --solver nystroem --n-components M the chain is the exact chain of a rank-M Nystroem approximation
+of the kernel (O(M^2) memory; nystroem.npz then holds the centres and per-round coefficients).
+
 Writes into --out: result.json (the whole chain, reloadable with ChainResult.from_json), rounds.csv
 (per-round table), test_rounds.csv (with a test set), theory.txt/theory.json (the paper's bounds beside
 what happened), and plots (c_t, label energy, B_t diagonals, fitted functions for 1-D inputs).
@@ -18,13 +21,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from selfdistill.io import atomic_save_figure, atomic_write_csv, atomic_write_json, atomic_write_text
+from selfdistill.io import (
+    atomic_save_figure,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 CSV_SUFFIXES = (".csv", ".txt")
 EIGENVECTORS_AUTO_LIMIT = 1000  # save eigenvectors in result.json up to this K (K^2 numbers) by default
@@ -55,6 +65,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kern.add_argument("--gamma", type=float, default=None, help="kernel gamma (default: 1 / n_features)")
     kern.add_argument("--degree", type=float, default=3, help="polynomial degree (default 3)")
     kern.add_argument("--coef0", type=float, default=1, help="polynomial/sigmoid coef0 (default 1)")
+    solver = parser.add_argument_group("solver")
+    solver.add_argument(
+        "--solver",
+        choices=["exact", "nystroem"],
+        default="exact",
+        help="exact (default): the K x K kernel matrix and one eigendecomposition; nystroem: the exact chain "
+        "of a rank-m Nystroem approximation (m = --n-components centres), O(m^2) memory, for large K",
+    )
+    solver.add_argument(
+        "--n-components", type=int, default=None, help="Nystroem centres m (--solver nystroem)"
+    )
+    solver.add_argument(
+        "--center-selection",
+        choices=["uniform", "leverage"],
+        default="uniform",
+        help="Nystroem centres: uniform (default) or by approximate ridge leverage scores",
+    )
+    solver.add_argument(
+        "--random-state", type=int, default=0, help="seed of the Nystroem centres (default 0)"
+    )
     chain = parser.add_argument_group("chain")
     chain.add_argument(
         "--epsilon",
@@ -338,6 +368,11 @@ def main(args: argparse.Namespace) -> int:
 
     from selfdistill.kernel import KernelSelfDistillation
 
+    nystroem = getattr(args, "solver", "exact") == "nystroem"
+    if nystroem and args.n_components is None:
+        raise ValueError("--solver nystroem needs --n-components M, the number of centres (e.g. 1000)")
+    if not nystroem and getattr(args, "n_components", None) is not None:
+        raise ValueError("--n-components is for --solver nystroem (the exact solver uses every point)")
     X, y, X_test, y_test = load_data(args)
     out: Path = args.out
     est = KernelSelfDistillation(
@@ -345,6 +380,11 @@ def main(args: argparse.Namespace) -> int:
         alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
         coef0=args.coef0, max_rounds=args.max_rounds,
     )  # fmt: skip
+    if nystroem:
+        est.set_params(
+            solver="nystroem", n_components=args.n_components, center_selection=args.center_selection,
+            random_state=args.random_state,
+        )  # fmt: skip
     K = len(X)
     stages = ["kernel matrix + eigendecomposition + rounds", "test predictions", "theory", "plots", "files"]
     with tqdm(total=len(stages), desc="selfdistill kernel", disable=None if K >= 1000 else True) as bar:
@@ -361,7 +401,7 @@ def main(args: argparse.Namespace) -> int:
         bar.update()
         plots = []
         if not args.no_plots and result.n_rounds > 0:
-            kernel_fn = None if args.kernel == "precomputed" else est._kernel
+            kernel_fn = None if args.kernel == "precomputed" or nystroem else est._kernel
             plots = _save_plots(result, out, X, kernel_fn)
         bar.update()
         save_vectors = args.eigenvectors == "yes" or (
@@ -369,6 +409,10 @@ def main(args: argparse.Namespace) -> int:
         )
         result.to_json(out / "result.json", include_eigenvectors=save_vectors)
         result.to_csv(out / "rounds.csv")
+        if nystroem:  # what predictions need: f_t(x) = k(x, centers) @ center_coefs[t]
+            buffer = io.BytesIO()
+            np.savez(buffer, centers=est.centers_, center_coefs=est.center_coefs_)
+            atomic_write_bytes(out / "nystroem.npz", buffer.getvalue())
         if test_rows is not None:
             atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
         atomic_write_json(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from selfdistill.kernel.kernels import kernel_matrix
-from selfdistill.kernel.memory import BLOCK_BYTES, check_exact_route_fits, row_block
+from selfdistill.kernel.memory import check_exact_route_fits, row_block
 from selfdistill.kernel.spectrum import EIGH_DTYPES, PSD_RTOL, SYMMETRY_RTOL, Spectrum
 
 BACKENDS = ("auto", "numpy", "torch")
@@ -84,7 +84,7 @@ def blocked_kernel_matrix(
     *,
     dtype: str = "float64",
     out: np.ndarray | None = None,
-    budget: int = BLOCK_BYTES,
+    budget: int | None = None,
 ) -> np.ndarray:
     """[g(x_i, y_j)] of shape (len(X), len(Y)) computed in row blocks of X (``kernel_fn(X_rows, Y)``).
 
@@ -92,7 +92,7 @@ def blocked_kernel_matrix(
     never make one huge BLAS product (see selfdistill.kernel.memory for the OpenBLAS crash this avoids)."""
     Y = X if Y is None else Y
     n, m = len(X), len(Y)
-    if out is None and n * m * 8 <= budget:
+    if out is None and row_block(m, 8, budget) >= n:
         return np.asarray(kernel_fn(X, Y), dtype=dtype)
     if out is None:
         out = np.empty((n, m), dtype=dtype)
@@ -201,7 +201,7 @@ def torch_exact_spectrum(
 
     X64 = torch.as_tensor(X, device=dev, dtype=torch.float64) if not precomputed else None
     G = torch.empty((n, n), dtype=tdtype, device=dev)
-    step = row_block(n, 8, BLOCK_BYTES)
+    step = row_block(n, 8)
     if precomputed:
         source = torch.as_tensor(X, device=dev)
         if source.ndim != 2 or source.shape[0] != source.shape[1]:

@@ -358,7 +358,8 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         )
         if result.infeasible:
             if isinstance(spectrum, LowRankSpectrum):
-                raise ValueError(infeasible_message(spectrum, self.epsilon_, self.per_output_c))
+                relative = self.epsilon is not None and self.epsilon_mode == "relative"
+                raise ValueError(infeasible_message(spectrum, self.epsilon_, self.per_output_c, relative))
             raise ValueError(result.message)
         if result.n_rounds == 0:
             warnings.warn(

@@ -37,14 +37,12 @@ import numpy as np
 import scipy.linalg
 from sklearn.utils import check_random_state
 
+import selfdistill.kernel.memory as memory
 from selfdistill.kernel.backends import is_dask_array
-from selfdistill.kernel.memory import BLOCK_BYTES, row_block
 from selfdistill.kernel.spectrum import PSD_RTOL, Spectrum
 
 KernelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 CENTER_SELECTIONS = ("uniform", "leverage")
-#: row blocks of the Nystroem pass: about this many bytes per K x m block (temporaries a few times more).
-NYSTROEM_BLOCK_BYTES = BLOCK_BYTES // 2
 #: rows per sub-block when evaluating the kernel's diagonal k(x_i, x_i) (leverage scores).
 _DIAGONAL_BLOCK = 256
 
@@ -76,6 +74,12 @@ def _checked_kernel(kernel_fn: KernelFn, A: np.ndarray, B: np.ndarray) -> np.nda
     return k
 
 
+def nystroem_rows(n_cols: int) -> int:
+    """Rows per block of the Nystroem pass: half of memory.BLOCK_BYTES per block of n_cols columns (the
+    kernel block, its features and the kernel's temporaries are a few such blocks)."""
+    return memory.row_block(n_cols, 8, memory.BLOCK_BYTES // 2)
+
+
 def kernel_diagonal(kernel_fn: KernelFn, X_rows: np.ndarray) -> np.ndarray:
     """[k(x_i, x_i)] for the given rows, in sub-blocks of _DIAGONAL_BLOCK rows (never len(X)^2)."""
     out = np.empty(len(X_rows))
@@ -88,24 +92,42 @@ def kernel_diagonal(kernel_fn: KernelFn, X_rows: np.ndarray) -> np.ndarray:
 # ---- centre selection ------------------------------------------------------------------------------------
 
 
+def sketch_ridge(K_SS: np.ndarray, n_samples: int) -> float:
+    """The ridge lambda at which the sketch's estimate of the effective dimension is half the sketch size:
+    sum_j mu_j / (mu_j + lambda) = s / 2 with mu_j = (K / s) eig_j(K_SS) (the sketch's estimate of the
+    top eigenvalues of the full kernel matrix). Points are then scored by what they add beyond the
+    directions the sketch resolves. Bisection on log lambda, within [1e-12 mu_max, mu_max]."""
+    s = K_SS.shape[0]
+    mu = np.clip(scipy.linalg.eigvalsh(K_SS, check_finite=False), 0.0, None) * (n_samples / s)
+    mu_max = float(mu[-1])
+    if mu_max <= 0.0:
+        return 0.0
+    lo, hi = np.log(1e-12 * mu_max), np.log(mu_max)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        d_eff = float(np.sum(mu / (mu + np.exp(mid))))
+        lo, hi = (mid, hi) if d_eff > s / 2 else (lo, mid)
+    return float(np.exp(0.5 * (lo + hi)))
+
+
 def leverage_scores(
     X: Any, kernel_fn: KernelFn, sketch: np.ndarray, ridge: float | None = None
 ) -> tuple[np.ndarray, float]:
-    """Approximate ridge leverage scores of every training point from a sketch (Musco & Musco 2017, eq. of
-    their Lemma 6 with an unweighted column sample; Alaoui & Mahoney 2015):
+    """Approximate ridge leverage scores of every training point from a sketch S (the estimator of Musco &
+    Musco 2017 with an unweighted column sample; Alaoui & Mahoney 2015):
 
         l_i = (k(x_i, x_i) - k(x_i, S) (K_SS + lambda I)^{-1} k(S, x_i)) / lambda,
 
-    the residual variance of x_i under a ridge Nystroem approximation on the sketch S, over lambda. With S
-    every point this is exactly [K (K + lambda I)^{-1}]_ii. lambda defaults to trace(K) / m with m = |S|,
-    trace(K) estimated as K mean(diag K_SS): then the effective dimension sum_i l_i(lambda) <= m.
-    One pass over X in row blocks (Dask for a dask.array). Returns (scores, lambda)."""
+    the residual variance of x_i under a ridge Nystroem approximation on S, over lambda; with S every
+    point it is exactly [K (K + lambda I)^{-1}]_ii. lambda defaults to ``sketch_ridge`` (the sketch's
+    effective dimension at lambda is |S| / 2). One pass over X in row blocks (Dask for a dask.array).
+    Returns (scores, lambda)."""
     n = int(X.shape[0])
     C = take_rows(X, sketch)
     K_SS = _checked_kernel(kernel_fn, C, C)
     K_SS = (K_SS + K_SS.T) / 2.0
     if ridge is None:
-        ridge = n * float(np.mean(np.diagonal(K_SS))) / len(sketch)
+        ridge = sketch_ridge(K_SS, n)
     if not ridge > 0.0:
         raise ValueError(f"ridge={ridge!r}: leverage scores need a positive ridge (is the kernel zero on X?)")
     L = scipy.linalg.cholesky(K_SS + ridge * np.eye(len(C)), lower=True)
@@ -116,11 +138,11 @@ def leverage_scores(
         return (kernel_diagonal(kernel_fn, rows) - np.sum(A * A, axis=0)) / ridge
 
     if is_dask_array(X):
-        _, da = _import_dask()
+        _import_dask()
         Xd = X.rechunk({1: -1})
         scores = Xd.map_blocks(block_scores, drop_axis=1, dtype=float, chunks=(Xd.chunks[0],)).compute()
     else:
-        step = row_block(len(C), 8, NYSTROEM_BLOCK_BYTES)
+        step = nystroem_rows(len(C))
         scores = np.concatenate([block_scores(X[s : s + step]) for s in range(0, n, step)])
     return np.maximum(scores, np.finfo(float).tiny), float(ridge)
 
@@ -255,7 +277,7 @@ def _one_pass(
     F = np.zeros((r, r))
     P = np.zeros((r, n_out))
     yy = np.zeros(n_out)
-    step = row_block(max(len(C), r), 8, NYSTROEM_BLOCK_BYTES)
+    step = nystroem_rows(max(len(C), r))
     for start in range(0, X.shape[0], step):
         Phi_b = features(X[start : start + step], T)
         Y_b = Y[start : start + step]
@@ -330,20 +352,29 @@ def nystroem_spectrum(
     )
 
 
-def infeasible_message(spectrum: LowRankSpectrum, epsilon: Any, per_output_c: bool) -> str:
+def infeasible_message(
+    spectrum: LowRankSpectrum, epsilon: Any, per_output_c: bool, relative: bool = False
+) -> str:
     """One line: the labels' part outside the span of the centres alone exceeds eps; the smallest
-    feasible eps (like the exact route's message for a singular kernel)."""
+    feasible eps (like the exact route's message for a singular kernel), also relative to mean(y^2) when
+    the user gave a relative epsilon."""
     null = spectrum.null_mean_square
+    energy = np.sum(spectrum.labels**2, axis=0) / spectrum.n_samples
     if not per_output_c:
-        need = f"{float(np.sum(null)):.6g}"
-    else:
-        need = "[" + ", ".join(f"{v:.6g}" for v in null) + "] (per output)"
+        null, energy = np.array([np.sum(null)]), np.array([np.sum(energy)])
+
+    def values(v: np.ndarray) -> str:
+        return f"{v[0]:.6g}" if v.size == 1 else "[" + ", ".join(f"{x:.6g}" for x in v) + "] (per output)"
+
     eps = np.ravel(np.asarray(epsilon, dtype=float))
-    eps_text = f"{eps[0]:.6g}" if eps.size == 1 else "[" + ", ".join(f"{v:.6g}" for v in eps) + "]"
+    hint = f"epsilon > {values(null)}"
+    if relative:
+        hint = f"epsilon > {values(null / np.where(energy > 0, energy, 1.0))} with epsilon_mode='relative'"
     return (
         f"infeasible: the labels' part outside the span of the {spectrum.n_components} Nystroem centres "
-        f"(rank {spectrum.rank} of K={spectrum.n_samples}) has mean square {need} >= epsilon={eps_text}, a "
-        f"residual no round can reduce; use epsilon > {need} (the smallest feasible), or more n_components"
+        f"(rank {spectrum.rank} of K={spectrum.n_samples}) has mean square {values(null)} >= epsilon="
+        f"{values(eps)}, a residual no round can reduce; use {hint} (the smallest feasible), or more "
+        "n_components"
     )
 
 
@@ -361,7 +392,7 @@ def predict_rows(X: Any, centers: np.ndarray, coefficients: np.ndarray, kernel_f
             block, dask.delayed(coefficients), dtype=float, chunks=(Xd.chunks[0], (coefficients.shape[1],))
         )
     X = np.asarray(X, dtype=float)
-    step = row_block(len(centers), 8, NYSTROEM_BLOCK_BYTES)
+    step = nystroem_rows(len(centers))
     out = np.empty((X.shape[0], coefficients.shape[1]))
     for start in range(0, X.shape[0], step):
         out[start : start + step] = block(X[start : start + step], coefficients)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 #: bytes of one row block of a blocked product (its temporaries are a small multiple of this).
 BLOCK_BYTES = 64 * 2**20
+#: bytes allowed for one row block and its temporaries in the memory estimates.
+BLOCK_ALLOWANCE = 64 * 2**20
 #: the exact route may use at most this fraction of the available memory.
 MEMORY_FRACTION = 0.9
 #: n_components offered by the size guard, largest first.
@@ -34,8 +36,10 @@ class KernelSizeError(ValueError):
     """The exact route's K x K matrices do not fit in the available memory (a ValueError: bad input)."""
 
 
-def row_block(n_cols: int, itemsize: int = 8, budget: int = BLOCK_BYTES) -> int:
-    """Rows per block so that one block of ``n_cols`` columns takes about ``budget`` bytes (at least 1)."""
+def row_block(n_cols: int, itemsize: int = 8, budget: int | None = None) -> int:
+    """Rows per block so that one block of ``n_cols`` columns takes about ``budget`` bytes (default
+    BLOCK_BYTES, read at call time) (at least 1)."""
+    budget = BLOCK_BYTES if budget is None else budget
     return max(1, int(budget // max(1, n_cols * itemsize)))
 
 
@@ -69,12 +73,12 @@ def available_memory_bytes() -> int:
 
 def exact_route_bytes(n_samples: int, copies: int, itemsize: int = 8) -> int:
     """Bytes of the exact route: ``copies`` K x K matrices plus one row block."""
-    return int(copies) * int(n_samples) ** 2 * int(itemsize) + BLOCK_BYTES
+    return int(copies) * int(n_samples) ** 2 * int(itemsize) + BLOCK_ALLOWANCE
 
 
 def nystroem_route_bytes(n_components: int) -> int:
     """Bytes of the Nystroem route with m centres: the m x m matrices plus a few row blocks (float64)."""
-    return NYSTROEM_SQUARE_COPIES * int(n_components) ** 2 * 8 + 4 * BLOCK_BYTES
+    return NYSTROEM_SQUARE_COPIES * int(n_components) ** 2 * 8 + 4 * BLOCK_ALLOWANCE
 
 
 def suggest_n_components(n_samples: int, available: int) -> int:
@@ -117,5 +121,5 @@ def check_exact_route_fits(
 
 def largest_exact_k(available: int, copies: int, itemsize: int = 8) -> int:
     """The largest K the exact route accepts with ``available`` bytes (for messages and benchmarks)."""
-    room = MEMORY_FRACTION * available - BLOCK_BYTES
+    room = MEMORY_FRACTION * available - BLOCK_ALLOWANCE
     return max(0, int(math.isqrt(max(0, int(room // (copies * itemsize))))))

@@ -354,7 +354,7 @@ class ChainResult:
             eigenvalues=_from_json_array(data["eigenvalues"]),
             eigenvectors=None if data["eigenvectors"] is None else _from_json_array(data["eigenvectors"]),
             c=c,
-            z=z.reshape((-1, n) + labels.shape[1:]),
+            z=z.reshape((-1, np.size(data["eigenvalues"])) + labels.shape[1:]),  # Nystroem: r (+1), not K
             labels=labels,
             epsilon=eps,
             n_samples=n,
@@ -428,7 +428,7 @@ class ChainResult:
         fig, ax = _axes(ax)
         b = self.b_diag if self.b_diag.ndim == 2 else self.b_diag.mean(axis=2)
         for t in range(self.n_rounds) if rounds is None else rounds:
-            ax.plot(np.arange(self.n_samples), b[t], marker=".", label=f"t={t}")
+            ax.plot(np.arange(b.shape[1]), b[t], marker=".", label=f"t={t}")  # Nystroem: r (+1) entries
         ax.set_xlabel("eigenvalue index k (ascending d_k)")
         ax.set_ylabel("B_t[k, k]")
         ax.set_title("diagonal of B_t (eq. 45): small eigenvalues shrink faster")
