@@ -27,6 +27,17 @@ SYMMETRY_RTOL = 1e-8
 PSD_RTOL = 1e-6
 #: float types the exact route decomposes in.
 EIGH_DTYPES = ("float64", "float32")
+#: float32 decompositions: eigenvalues <= FLOAT32_NULL_EPS * eps32 * d_max count as zero. (The float64 rule,
+#: K * eps * d_max, would discard real eigenvalues up to 5e-3 d_max at K = 40,000 in float32, while the
+#: float32 eigensolvers' absolute eigenvalue errors are about one eps32 * d_max.)
+FLOAT32_NULL_EPS = 8.0
+
+
+def null_rtol(dtype: str, n_samples: int) -> float:
+    """Relative tolerance below which an eigenvalue of a ``dtype`` decomposition counts as zero:
+    K * eps (numpy.linalg.matrix_rank's rule) in float64, FLOAT32_NULL_EPS * eps in float32."""
+    eps = float(np.finfo(dtype).eps)
+    return n_samples * eps if dtype == "float64" else FLOAT32_NULL_EPS * eps
 
 
 def _square_blocks(n: int, itemsize: int) -> int:
@@ -124,7 +135,7 @@ class Spectrum:
         # that memory with overwrite_a=True instead of receiving a Fortran-ordered copy.
         d, V = scipy.linalg.eigh(G.T, driver=driver, overwrite_a=True, check_finite=False)
         del G
-        return cls.from_eigh(d, V, n, psd_rtol=psd_rtol, roundoff=float(np.finfo(dtype).eps))
+        return cls.from_eigh(d, V, n, psd_rtol=psd_rtol, null_rtol=null_rtol(dtype, n))
 
     @classmethod
     def from_eigh(
@@ -134,13 +145,13 @@ class Spectrum:
         n_samples: int,
         *,
         psd_rtol: float = PSD_RTOL,
-        roundoff: float = float(np.finfo(float).eps),
+        null_rtol: float | None = None,
     ) -> Spectrum:
         """Spectrum from an eigensolver's ascending eigenvalues d and eigenvectors V of G = gram / K.
 
-        Rejects an indefinite G (d_min < -max(psd_rtol, K * roundoff) * d_max), then sets round-off sized
-        eigenvalues, d <= K * roundoff * d_max (numpy.linalg.matrix_rank's tolerance, with the unit
-        round-off of the precision the decomposition ran in), to exactly 0: the null space."""
+        Rejects an indefinite G (d_min < -max(psd_rtol, null_rtol) * d_max), then sets round-off sized
+        eigenvalues, d <= null_rtol * d_max, to exactly 0: the null space. null_rtol defaults to the float64
+        rule K * eps (numpy.linalg.matrix_rank's tolerance); see ``null_rtol`` for float32."""
         d = np.asarray(eigenvalues, dtype=float)
         n = int(n_samples)
         d_max = float(d[-1]) if d.size else 0.0
@@ -150,14 +161,15 @@ class Spectrum:
                     f"gram is negative definite (largest eigenvalue of G {d_max:.3g}); use a positive "
                     "semi-definite kernel"
                 )
-        elif d[0] < -max(psd_rtol, n * roundoff) * d_max:
+        rtol = null_rtol if null_rtol is not None else n * float(np.finfo(float).eps)
+        if d_max > 0.0 and d[0] < -max(psd_rtol, rtol) * d_max:
             raise ValueError(
                 f"gram is not positive semi-definite: most negative eigenvalue of G = gram/K is {d[0]:.3g}, "
                 f"{d[0] / d_max:.3g} relative to the largest ({d_max:.3g}), beyond psd_rtol={psd_rtol:g}; "
                 "use a positive semi-definite kernel (rbf, laplacian, polynomial with coef0 >= 0, ...), or "
                 "add jitter to the diagonal: gram + delta * I"
             )
-        null_tol = max(d_max, 0.0) * n * roundoff
+        null_tol = max(d_max, 0.0) * rtol
         d = np.where(d <= null_tol, 0.0, d)
         return cls(eigenvalues=d, eigenvectors=eigenvectors, n_samples=n)
 
