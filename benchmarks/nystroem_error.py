@@ -22,6 +22,7 @@ Writes nystroem_error.csv, nystroem_error.png and run.json into --out (default r
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -116,7 +117,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/nystroem_error"))
     parser.add_argument("--seeds", type=int, default=3, help="seeds per (m < K, selection) (default 3)")
     parser.add_argument("--datasets", default="diabetes,friedman1")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the CSV in --out")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.out / "nystroem_error.csv", newline="") as fh:
+            rows = [
+                {k: (v == "True") if k == "feasible" else (v if k in ("dataset", "selection") else
+                     (float(v) if v not in ("", None) else float("nan"))) for k, v in row.items()}
+                for row in csv.DictReader(fh)
+            ]  # fmt: skip
+        atomic_save_figure(plot(rows), args.out / "nystroem_error.png")
+        return
 
     started = time.perf_counter()
     rows: list[dict] = []
@@ -148,51 +159,63 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
+def _summary(
+    sub: list[dict], key: str, ms: list[int]
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """(m with a feasible fit, median, min, max over seeds) of column ``key``."""
+    shown, med, lo, hi = [], [], [], []
+    for m in ms:
+        vals = [float(r[key]) for r in sub if r["m"] == m and r["feasible"]]
+        if vals:
+            shown.append(m)
+            med.append(np.median(vals))
+            lo.append(min(vals))
+            hi.append(max(vals))
+    return shown, np.array(med), np.array(lo), np.array(hi)
+
+
 def plot(rows: list[dict]):
+    """Per data set: prediction error, c_t error and the smallest feasible eps against m (m < K); the
+    m = K value (the exact limit) is written in each panel."""
     from matplotlib.figure import Figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig = Figure(figsize=(16, 4.2 * len(datasets)), layout="constrained")
+    fig = Figure(figsize=(16, 4.4 * len(datasets)), layout="constrained")
     axes = fig.subplots(len(datasets), 3, squeeze=False)
+    panels = (
+        ("pred_rel_error_last", "rel. error of test predictions (last common round)"),
+        ("c_max_rel_error", "max rel. error of c_t"),
+        ("min_feasible_epsilon", "smallest feasible eps"),
+    )
     for i, name in enumerate(datasets):
+        K = int(next(r["K"] for r in rows if r["dataset"] == name))
         for selection, style in (("uniform", "-o"), ("leverage", "--s")):
             sub = [r for r in rows if r["dataset"] == name and r["selection"] == selection]
-            ms = sorted({r["m"] for r in sub})
-            for j, (key, label) in enumerate(
-                (("pred_rel_error_last", "test predictions, last common round"), ("c_max_rel_error", "c_t"))
-            ):
-                med, lo, hi, shown = [], [], [], []
-                for m in ms:
-                    vals = [r[key] for r in sub if r["m"] == m and r["feasible"]]
-                    if vals:
-                        shown.append(m)
-                        med.append(np.median(vals))
-                        lo.append(min(vals))
-                        hi.append(max(vals))
-                med_a, lo_a, hi_a = (np.maximum(np.array(v), 1e-16) for v in (med, lo, hi))
+            ms = sorted({int(r["m"]) for r in sub if int(r["m"]) < K})
+            for j, (key, label) in enumerate(panels):
                 ax = axes[i, j]
-                ax.errorbar(shown, med_a, yerr=[med_a - lo_a, hi_a - med_a], fmt=style, capsize=3,
-                            label=f"{selection} (median, min-max over seeds)")  # fmt: skip
-                infeasible = [m for m in ms if not any(r["feasible"] for r in sub if r["m"] == m)]
-                if infeasible:
-                    ax.plot(infeasible, [1.0] * len(infeasible), "x", color=ax.lines[-1].get_color(),
-                            label=f"{selection}: eps infeasible")  # fmt: skip
+                if key == "min_feasible_epsilon":
+                    vals = [np.median([float(r[key]) for r in sub if r["m"] == m]) for m in ms]
+                    ax.plot(ms, vals, style, label=selection)
+                else:
+                    shown, med, lo, hi = _summary(sub, key, ms)
+                    ax.errorbar(shown, med, yerr=[med - lo, hi - med], fmt=style, capsize=3,
+                                label=f"{selection} (median, min-max over seeds)")  # fmt: skip
+                    infeasible = [m for m in ms if m not in shown]
+                    if infeasible:
+                        ax.plot(infeasible, [1.0] * len(infeasible), "x", color=ax.lines[-1].get_color(),
+                                label=f"{selection}: eps infeasible (plotted at 1)")  # fmt: skip
+                exact_limit = [float(r[key]) for r in sub if int(r["m"]) == K and r["feasible"]]
+                if selection == "leverage" and exact_limit:
+                    ax.text(0.98, 0.04, f"m = K = {K} (exact limit): {max(exact_limit):.1e}",
+                            transform=ax.transAxes, ha="right", fontsize="small")  # fmt: skip
                 ax.set_xscale("log")
                 ax.set_yscale("log")
                 ax.set_xlabel("centres m")
-                ax.set_title(f"{name} (K={sub[0]['K']}): relative error of {label}", fontsize="medium")
-                ax.legend(fontsize="small")
-            ax = axes[i, 2]
-            feasible_eps = [np.median([r["min_feasible_epsilon"] for r in sub if r["m"] == m]) for m in ms]
-            ax.plot(ms, np.maximum(feasible_eps, 1e-16), style, label=selection)
-            if selection == "leverage":
-                ax.axhline(SETTINGS[name]["epsilon"], color="k", ls=":", label="eps used (y standardized)")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("centres m")
-            ax.set_title(f"{name}: smallest feasible eps (labels' mean square outside the centres' span)",
-                         fontsize="medium")  # fmt: skip
-            ax.legend(fontsize="small")
+                ax.set_title(f"{name} (K={K}): {label}", fontsize="medium")
+        axes[i, 2].axhline(SETTINGS[name]["epsilon"], color="k", ls=":", label="eps used")
+        for ax in axes[i]:
+            ax.legend(fontsize="x-small", loc="best")
     return fig
 
 
