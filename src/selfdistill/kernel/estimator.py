@@ -126,7 +126,9 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    result_ : ChainResult (per-round table, B_t, plots, JSON, theory()).
+    result_ : ChainResult (per-round table, B_t, plots, JSON, theory()). With solver="nystroem" its spectrum
+        is that of the approximated kernel (r positive eigenvalues, plus one 0 standing for its null space)
+        and it holds no eigenvectors: predict through the estimator.
     c_ : ndarray (n_rounds_,) (or (n_rounds_, n_outputs) with per_output_c): c_t, paper convention G = Kxx/K.
     n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0).
     epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).

@@ -222,15 +222,22 @@ class LowRankSpectrum(Spectrum):
         """Per round t, a_t (m, n_outputs) with f_t(x) = k(x, C) a_t (eq. 44 on the approximated kernel).
 
         c: (T,) or (T, n_outputs) c_t (inf: that output collapsed, coefficient 0); z: (T+1, len(d)[, n_out])
-        as in ChainResult."""
+        as in ChainResult. Equals ``from_eigenbasis(z_t / (c_t + d))``."""
         z = np.asarray(z, dtype=float)
         z = z if z.ndim == 3 else z[:, :, None]
         c = np.asarray(c, dtype=float)
         c = np.repeat(c[:, None], z.shape[2], axis=1) if c.ndim == 1 else c
+        d = self.eigenvalues
+        return self.from_eigenbasis(z[: c.shape[0]] / (c[:, None, :] + d[None, :, None]))
+
+    def from_eigenbasis(self, w: np.ndarray) -> np.ndarray:
+        """Centre coefficients a (T, m, n_out) of predictors given in the eigenbasis of G~: f(x) = g~_x^T U~ w
+        (the exact route's f(x) = g_x^T V w; eq. 44 has w = diag(1 / (c_t + d)) z_t, and any spectral filter
+        is some w). g~_x^T U~ = k(x, C) T W diag(sqrt(s / K)), so a = to_eigenbasis diag(sqrt(s / K)) w; the
+        null direction contributes nothing (g~_x is orthogonal to it). w: (T, len(d), n_out)."""
         positive = self.eigenvalues > 0.0
         s = self.eigenvalues[positive]
-        zp = z[: c.shape[0], positive, :]  # (T, r, n_out): z_t of the fitted rounds
-        scaled = zp * (np.sqrt(s / self.n_samples)[None, :, None] / (c[:, None, :] + s[None, :, None]))
+        scaled = np.asarray(w, dtype=float)[:, positive, :] * np.sqrt(s / self.n_samples)[None, :, None]
         return np.einsum("mr,tro->tmo", self.to_eigenbasis, scaled)
 
 
