@@ -226,7 +226,7 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     "or Dask"
                 )
             m = self.n_components
-            if m is None or isinstance(m, bool) or int(m) != m or m < 1:
+            if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
                 raise ValueError(
                     f"n_components={m!r}: solver='nystroem' needs n_components=m, a positive integer number "
                     "of centres (e.g. 1000)"
