@@ -307,7 +307,7 @@ def test_nystroem_parameter_errors():
         KernelSelfDistillation(solver="nystroem", n_components=50, n_rounds=1).fit(X, y)
 
 
-def test_kernel_package_imports_without_dask_or_psutil_at_import():
+def test_kernel_package_imports_without_dask():
     code = textwrap.dedent(
         """
         import sys
