@@ -17,6 +17,9 @@ selection.json and selection.png (the criterion per round, the choice); result.j
 chosen one. --xi mixes ground truth into the targets (a chain with xi != 1 reloads with
 selfdistill.kernel.MixedChainResult.from_json).
 
+With --solver nystroem --n-components M the chain is the exact chain of a rank-M Nystroem approximation
+of the kernel (O(M^2) memory; nystroem.npz then holds the centres and per-round coefficients).
+
 Example:
   selfdistill kernel --data train.csv --target y --kernel rbf --gamma 0.5 --epsilon 0.05 --out runs/k
   selfdistill kernel --data train.csv --target y --epsilon 0.01 --rounds auto --selection kfold --out runs/k2
@@ -25,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import re
 import sys
@@ -39,6 +43,7 @@ import numpy as np
 from selfdistill.io import (
     RunFolder,
     atomic_save_figure,
+    atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
@@ -79,6 +84,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kern.add_argument("--gamma", type=float, default=None, help="kernel gamma (default: 1 / n_features)")
     kern.add_argument("--degree", type=float, default=3, help="polynomial degree (default 3)")
     kern.add_argument("--coef0", type=float, default=1, help="polynomial/sigmoid coef0 (default 1)")
+    solver = parser.add_argument_group("solver")
+    solver.add_argument(
+        "--solver",
+        choices=["exact", "nystroem"],
+        default="exact",
+        help="exact (default): the K x K kernel matrix and one eigendecomposition; nystroem: the exact chain "
+        "of a rank-m Nystroem approximation (m = --n-components centres), O(m^2) memory, for large K",
+    )
+    solver.add_argument(
+        "--n-components", type=int, default=None, help="Nystroem centres m (--solver nystroem)"
+    )
+    solver.add_argument(
+        "--center-selection",
+        choices=["uniform", "leverage"],
+        default="uniform",
+        help="Nystroem centres: uniform (default) or by approximate ridge leverage scores",
+    )
+    solver.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        help="seed of the Nystroem centres and of the --selection holdout/kfold split (default 0)",
+    )
     chain = parser.add_argument_group("chain")
     chain.add_argument(
         "--epsilon",
@@ -112,9 +140,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.2,
         help="--selection holdout: share of the data held out, in (0, 1) (default 0.2)",
-    )
-    chain.add_argument(
-        "--random-state", type=int, default=0, help="--selection holdout/kfold: seed of the split (default 0)"
     )
     chain.add_argument(
         "--xi",
@@ -179,6 +204,10 @@ def check_options(args: argparse.Namespace) -> None:
         )
     if args.max_rounds < 1:
         raise ValueError(f"--max-rounds {args.max_rounds} must be >= 1 (the cap when running until collapse)")
+    if args.solver == "nystroem" and args.n_components is None:
+        raise ValueError("--solver nystroem needs --n-components M, the number of centres (e.g. 1000)")
+    if args.solver != "nystroem" and args.n_components is not None:
+        raise ValueError("--n-components is for --solver nystroem (the exact solver uses every point)")
     if args.kernel not in KERNEL_NAMES:
         raise ValueError(f"--kernel {args.kernel!r} is unknown; use one of {', '.join(KERNEL_NAMES)}")
 
@@ -633,12 +662,17 @@ def _run(
     from selfdistill.kernel.plots import save_chain_plots
 
     out = folder.path
+    nystroem = args.solver == "nystroem"
     est = KernelSelfDistillation(
         kernel=args.kernel, epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, n_rounds=args.rounds,
         alpha=args.alpha, per_output_c=args.per_output_c, gamma=args.gamma, degree=args.degree,
         coef0=args.coef0, max_rounds=args.max_rounds, xi=args.xi, selection=args.selection,
         n_folds=args.n_folds, holdout_fraction=args.holdout_fraction, random_state=args.random_state,
     )  # fmt: skip
+    if nystroem:
+        est.set_params(
+            solver="nystroem", n_components=args.n_components, center_selection=args.center_selection
+        )
     K = len(X)
     stages = ["kernel matrix + eigendecomposition + rounds", "test predictions", "theory", "plots", "files"]
     with tqdm(total=len(stages), desc="selfdistill kernel", disable=None if K >= 1000 else True) as bar:
@@ -657,7 +691,7 @@ def _run(
             bar.update()
             plots = []
             if not args.no_plots and result.n_rounds > 0:
-                kernel_fn = None if args.kernel == "precomputed" else est._kernel
+                kernel_fn = None if args.kernel == "precomputed" or nystroem else est._kernel
                 plots = save_chain_plots(result, out, x_train=X, kernel=kernel_fn)
             bar.update()
             save_vectors = args.eigenvectors == "yes" or (
@@ -667,6 +701,10 @@ def _run(
             result.to_csv(out / "rounds.csv")
             if est.selection_ is not None:
                 _write_selection(est.selection_, out, plots=not args.no_plots)
+            if nystroem:  # what predictions need: f_t(x) = k(x, centers) @ center_coefs[t]
+                buffer = io.BytesIO()
+                np.savez(buffer, centers=est.centers_, center_coefs=est.center_coefs_)
+                atomic_write_bytes(out / "nystroem.npz", buffer.getvalue())
             if test_rows is not None:
                 atomic_write_csv(out / "test_rounds.csv", test_rows, ["round", "test_mse", "test_r2"])
             atomic_write_json(

@@ -13,6 +13,9 @@ Main entry points:
   - ``self_distill(..., xi=...)``, ``MixedChainResult``: ground-truth mixing (mixing.py).
   - ``KernelSelfDistillation(n_rounds="auto", selection="gcv")``, ``SelectionResult``: choosing the round
     without the test set (selection.py).
+  - ``nystroem_spectrum`` / ``LowRankSpectrum``: the exact chain of a rank-m Nystroem approximation
+    (``KernelSelfDistillation(solver="nystroem")``), also on a dask.array; ``KernelSizeError``: the exact
+    route's size guard. The torch backend (``backend="torch"``) and Dask are imported only when used.
 """
 
 from selfdistill.kernel.estimator import CollapseWarning, KernelSelfDistillation
@@ -33,6 +36,8 @@ from selfdistill.kernel.filters import (
     self_distillation_path,
 )
 from selfdistill.kernel.kernels import KERNEL_NAMES, kernel_matrix, spline_green
+from selfdistill.kernel.lowrank import LowRankSpectrum, nystroem_spectrum
+from selfdistill.kernel.memory import KernelSizeError
 from selfdistill.kernel.mixing import MixedChainResult
 from selfdistill.kernel.result import ChainResult
 from selfdistill.kernel.rounds import constraint_residual, self_distill, solve_c
@@ -52,6 +57,8 @@ __all__ = [
     "SelectionResult",
     "SpectralCutoff",
     "SpectralRidge",
+    "KernelSizeError",
+    "LowRankSpectrum",
     "Spectrum",
     "boosting_path",
     "constraint_residual",
@@ -60,6 +67,7 @@ __all__ = [
     "gradient_flow_path",
     "kernel_matrix",
     "ridge_path",
+    "nystroem_spectrum",
     "self_distill",
     "self_distillation_path",
     "solve_c",

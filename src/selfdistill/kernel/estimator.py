@@ -10,12 +10,28 @@ import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from selfdistill.kernel.backends import (
+    blocked_kernel_matrix,
+    dtype_name,
+    is_dask_array,
+    is_torch_tensor,
+    kernel_params,
+    numpy_exact_spectrum,
+    numpy_kernel_fn,
+    resolve_backend,
+    torch_exact_spectrum,
+)
 from selfdistill.kernel.kernels import kernel_matrix
+from selfdistill.kernel.lowrank import LowRankSpectrum, infeasible_message, nystroem_spectrum, predict_rows
 from selfdistill.kernel.mixing import check_xi
 from selfdistill.kernel.result import ChainResult
 from selfdistill.kernel.rounds import check_label_scale, self_distill
 from selfdistill.kernel.selection import check_n_rounds, check_selection, select_chain_round
 from selfdistill.kernel.spectrum import Spectrum
+
+#: solver="exact": one eigendecomposition of the K x K matrix; "nystroem": the exact chain of a rank-m
+#: Nystroem approximation (selfdistill.kernel.lowrank), O(m^2 + block) memory.
+SOLVERS = ("exact", "nystroem")
 
 #: epsilon=None uses eps = e_min + DEFAULT_RELATIVE_EPSILON * (||y||^2 / K - e_min), where e_min is the mean
 #: square of the labels' part the kernel cannot fit (their null-space component; 0 for a full-rank kernel).
@@ -117,10 +133,26 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         outputs); True gives each output column its own c.
     gamma, degree, coef0, kernel_params : kernel parameters, as in sklearn.kernel_ridge.KernelRidge.
     max_rounds : cap for n_rounds=None.
+    solver : "exact" (default): the K x K kernel matrix and one eigendecomposition (a size guard refuses,
+        in one line, a K whose matrices do not fit in memory). "nystroem": the exact chain of the rank-m
+        Nystroem approximation k(x, C) K_mm^+ k(C, x') with m = n_components centres; one pass over X in
+        row blocks, O(m^2 + block) memory, rounds on O(m) numbers; X may be a dask.array (the pass then
+        runs on Dask). With every training point a centre it is the exact route.
+    n_components : m, the number of Nystroem centres (solver="nystroem").
+    center_selection : "uniform" (default) or "leverage" (approximate ridge leverage scores from a uniform
+        sketch of m points, see selfdistill.kernel.lowrank.leverage_scores).
+    random_state : seed / RandomState for the choice of centres (solver="nystroem").
+    backend : exact route: "auto" (default: "torch" for a torch.Tensor X or a given device, else
+        "numpy"), "numpy" (SciPy's eigh) or "torch" (torch.linalg.eigh, CPU or CUDA).
+    device : torch device for backend="torch" (default: X's device, CPU for NumPy input).
+    dtype : "float64" or "float32" for the exact route's kernel matrix and eigendecomposition (default:
+        float64, or a torch tensor X's floating dtype). Rounds and predictions run in float64.
 
     Attributes
     ----------
-    result_ : ChainResult (per-round table, B_t, plots, JSON, theory()).
+    result_ : ChainResult (per-round table, B_t, plots, JSON, theory()). With solver="nystroem" its spectrum
+        is that of the approximated kernel (r positive eigenvalues, plus one 0 standing for its null space)
+        and it holds no eigenvectors: predict through the estimator.
     c_ : ndarray ``(n_rounds_,)`` (or ``(n_rounds_, n_outputs)`` with per_output_c): c_t, paper convention
         G = Kxx/K.
     n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0);
@@ -128,7 +160,10 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     selection_ : SelectionResult (n_rounds="auto"; prints, plots, saves), else None.
     full_result_ : the whole chain before the choice of the round (equals result_ unless n_rounds="auto").
     epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).
-    X_fit_ : training inputs (the kernel's second argument).
+    X_fit_ : training inputs (the kernel's second argument); None with solver="nystroem".
+    centers_ : (m, n_features) the Nystroem centres (None with solver="exact").
+    center_coefs_ : (n_rounds_, m, n_outputs) per round, f_t(x) = k(x, centers_) @ center_coefs_[t]
+        (solver="nystroem"; None otherwise).
 
     Behaviour by design: if eps >= ||y||^2 / K the chain collapses at round 0; fit then warns
     (CollapseWarning) and the model predicts 0 (that IS the solution of eq. 1). If the labels' component
@@ -173,6 +208,12 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         n_folds: int = 5,
         holdout_fraction: float = 0.2,
         random_state: Any = None,
+        solver: str = "exact",
+        n_components: int | None = None,
+        center_selection: str = "uniform",
+        backend: str = "auto",
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         self.kernel = kernel
         self.epsilon = epsilon
@@ -190,6 +231,12 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_folds = n_folds
         self.holdout_fraction = holdout_fraction
         self.random_state = random_state
+        self.solver = solver
+        self.n_components = n_components
+        self.center_selection = center_selection
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -198,6 +245,8 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return tags
 
     def _kernel(self, X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
+        if not (isinstance(self.kernel, str) and self.kernel == "precomputed"):
+            return blocked_kernel_matrix(self._kernel_fn(), X, Y)  # row blocks: see kernel/memory.py
         return kernel_matrix(
             X,
             Y,
@@ -207,6 +256,86 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
             coef0=self.coef0,
             kernel_params=self.kernel_params,
         )
+
+    def _kernel_fn(self):
+        return numpy_kernel_fn(self.kernel, self.gamma, self.degree, self.coef0, self.kernel_params)
+
+    def _spectrum(self, X_given: Any, X: Any, Y: np.ndarray) -> Spectrum:
+        """The route's spectrum: exact (NumPy or torch backend) or Nystroem (selfdistill.kernel.lowrank)."""
+        precomputed = isinstance(self.kernel, str) and self.kernel == "precomputed"
+        if self.solver == "nystroem":
+            if precomputed:
+                raise ValueError("solver='nystroem' needs the inputs X, not kernel='precomputed'")
+            if self.backend == "torch" or self.device is not None:
+                raise ValueError(
+                    "backend='torch' and device are for solver='exact'; the Nystroem route runs on NumPy "
+                    "or Dask"
+                )
+            m = self.n_components
+            if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+                raise ValueError(
+                    f"n_components={m!r}: solver='nystroem' needs n_components=m, a positive integer number "
+                    "of centres (e.g. 1000)"
+                )
+            if m > X.shape[0]:
+                warnings.warn(
+                    f"n_components={m} > n_samples={X.shape[0]}: using every training point as a centre "
+                    "(the exact route's chain)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                m = X.shape[0]
+            return nystroem_spectrum(
+                X,
+                Y,
+                self._kernel_fn(),
+                int(m),
+                center_selection=self.center_selection,
+                random_state=self.random_state,
+            )
+        backend = resolve_backend(self.backend, X_given, self.device)
+        dtype = dtype_name(self.dtype)
+        if backend == "torch":
+            return torch_exact_spectrum(
+                X_given if is_torch_tensor(X_given) else X,
+                self.kernel,
+                kernel_fn=self._kernel_fn(),
+                params=kernel_params(self.kernel, self.gamma, self.degree, self.coef0, self.kernel_params),
+                precomputed=precomputed,
+                device=self.device,
+                dtype=dtype,
+            )
+        return numpy_exact_spectrum(X, self._kernel_fn(), precomputed=precomputed, dtype=dtype or "float64")
+
+    def _validate_array_input(self, X: Any, y: Any) -> tuple[Any, np.ndarray]:
+        """Training data given as a dask.array or a torch tensor: (X for the route, y as NumPy)."""
+        if is_torch_tensor(y):
+            y = y.detach().cpu().numpy()
+        elif is_dask_array(y):
+            y = y.compute()
+        precomputed = isinstance(self.kernel, str) and self.kernel == "precomputed"
+        if is_torch_tensor(X) and not precomputed:
+            X_host, y = validate_data(
+                self, X.detach().cpu().numpy(), y, multi_output=True, y_numeric=True, dtype=np.float64
+            )
+            _require_finite("X", X_host)
+            return X_host, y
+        if is_dask_array(X) and self.solver != "nystroem":
+            raise ValueError(
+                "a dask.array X needs solver='nystroem' (the exact route holds the K x K matrix in one "
+                "memory)"
+            )
+        if len(X.shape) != 2 or (precomputed and X.shape[0] != X.shape[1]):
+            raise ValueError(f"X must be 2-D (square with kernel='precomputed'), got shape {tuple(X.shape)}")
+        n_y = _require_finite("y", y)
+        if n_y is not None and n_y != X.shape[0]:
+            raise ValueError(
+                f"inconsistent numbers of samples: X has {X.shape[0]} rows but y has {n_y}; give one label "
+                "(row of y) per sample of X"
+            )
+        y = np.asarray(y, dtype=np.float64)
+        self.n_features_in_ = int(X.shape[1])
+        return X, y
 
     def _absolute_epsilon(self, Y: np.ndarray, spectrum: Spectrum) -> float | np.ndarray | None:
         if self.epsilon_mode not in ("absolute", "relative"):
@@ -239,7 +368,17 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return float(eps[0]) if eps.size == 1 else eps
 
     def fit(self, X: Any, y: Any) -> KernelSelfDistillation:
-        """Fit the chain. X: inputs (n_samples, n_features), or the raw matrix (kernel='precomputed')."""
+        """Fit the chain. X: inputs (n_samples, n_features), or the raw matrix (kernel='precomputed'); a
+        torch tensor (exact route on torch) or a dask.array (solver='nystroem') as well."""
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver={self.solver!r} must be one of {SOLVERS}")
+        if check_n_rounds(self.n_rounds) == "auto":
+            check_selection(self.selection, self.n_folds, self.holdout_fraction)
+        check_xi(self.xi)
+        X_given = X
+        if is_dask_array(X) or is_torch_tensor(X):
+            X, y = self._validate_array_input(X, y)
+            return self._fit_validated(X_given, X, y)
         n_X = _require_finite("X", X)
         n_y = _require_finite("y", y)
         if n_X is not None and n_y is not None and n_X != n_y:
@@ -247,20 +386,20 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"inconsistent numbers of samples: X has {n_X} rows but y has {n_y}; give one label (row of "
                 "y) per sample of X"
             )
-        n_rounds = check_n_rounds(self.n_rounds)
-        auto = n_rounds == "auto"
-        check_xi(self.xi)
-        if auto:
-            check_selection(self.selection, self.n_folds, self.holdout_fraction)
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         if isinstance(self.kernel, str) and self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
             raise ValueError(
                 f"kernel='precomputed': X must be the square training kernel matrix [g(x_j, x_k)], got shape "
                 f"{X.shape}"
             )
+        return self._fit_validated(X_given, X, y)
+
+    def _fit_validated(self, X_given: Any, X: Any, y: np.ndarray) -> KernelSelfDistillation:
+        n_rounds = check_n_rounds(self.n_rounds)
+        auto = n_rounds == "auto"
         check_label_scale(y)  # before the default epsilon, a multiple of ||y||^2 / K, becomes inf
         Y = y.reshape(y.shape[0], -1)
-        spectrum = Spectrum.from_gram(self._kernel(X))
+        spectrum = self._spectrum(X_given, X, Y)
         self.epsilon_ = self._absolute_epsilon(Y, spectrum)
         result = self_distill(
             spectrum,
@@ -273,6 +412,9 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
             xi=self.xi,
         )
         if result.infeasible:
+            if isinstance(spectrum, LowRankSpectrum):
+                relative = self.epsilon is not None and self.epsilon_mode == "relative"
+                raise ValueError(infeasible_message(spectrum, self.epsilon_, self.per_output_c, relative))
             raise ValueError(result.message)
         if result.n_rounds == 0:
             warnings.warn(
@@ -289,11 +431,18 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.result_: ChainResult = result
         self.c_ = np.array(result.c, dtype=float)
         self.n_rounds_ = result.n_rounds
-        self.X_fit_ = X
+        nystroem = isinstance(spectrum, LowRankSpectrum)
+        self.X_fit_ = None if nystroem else X
+        self.centers_ = spectrum.centers if nystroem else None
+        self.center_coefs_ = spectrum.center_coefficients(result.c, result.z) if nystroem else None
+        if nystroem:
+            result.timings.update(spectrum.timings)
         return self
 
     def _test_kernel(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        if is_torch_tensor(X):
+            X = X.detach().cpu().numpy()
         _require_finite("X", X)
         precomputed = isinstance(self.kernel, str) and self.kernel == "precomputed"
         shape = np.asarray(X).shape
@@ -310,11 +459,42 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self._kernel(X, self.X_fit_)
 
     def predict(self, X: Any, round: int | None = None) -> np.ndarray:
-        """Predictions of the last fitted round, or of ``round`` (0-based; negative counts from the end)."""
+        """Predictions of the last fitted round, or of ``round`` (0-based; negative counts from the end).
+        With solver='nystroem' and a dask.array X: a lazy dask.array."""
+        if getattr(self, "centers_", None) is not None:
+            return self._nystroem_predict(X, [round])[0]
         kernel_test_train = self._test_kernel(X)
         return self.result_.predict(kernel_test_train, round=round)
 
     def staged_predict(self, X: Any) -> Iterator[np.ndarray]:
         """Predictions of every fitted round, round 0 first (one zero array if collapsed at round 0)."""
+        if getattr(self, "centers_", None) is not None:
+            yield from self._nystroem_predict(X, list(range(max(self.n_rounds_, 1))))
+            return
         kernel_test_train = self._test_kernel(X)
         yield from self.result_.staged_predict(kernel_test_train)
+
+    def _nystroem_predict(self, X: Any, rounds: list[int | None]) -> list[Any]:
+        """f_t(x) = k(x, centers_) @ center_coefs_[t] for each requested round (solver='nystroem')."""
+        check_is_fitted(self)
+        if is_torch_tensor(X):
+            X = X.detach().cpu().numpy()
+        if is_dask_array(X):
+            if len(X.shape) != 2 or X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has shape {X.shape}, but {type(self).__name__} is expecting {self.n_features_in_} "
+                    "features"
+                )
+        else:
+            _require_finite("X", X)
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+        single = self.result_.labels.ndim == 1
+        if self.n_rounds_ == 0:  # collapsed at round 0: f = 0
+            zeros = np.zeros((X.shape[0], self.result_.n_outputs))
+            return [zeros[:, 0] if single else zeros for _ in rounds]
+        out = []
+        for round in rounds:
+            t = self.result_._check_round(round)
+            pred = predict_rows(X, self.centers_, self.center_coefs_[t], self._kernel_fn())
+            out.append(pred[:, 0] if single else pred)
+        return out

@@ -56,7 +56,7 @@ def plot_b_diag(result: ChainResult, rounds: Sequence[int] | None = None, ax: An
     fig, ax = _axes(ax)
     b = result.b_diag if result.b_diag.ndim == 2 else result.b_diag.mean(axis=2)
     for t in range(result.n_rounds) if rounds is None else rounds:
-        ax.plot(np.arange(result.n_samples), b[t], marker=".", label=f"t={t}")
+        ax.plot(np.arange(b.shape[1]), b[t], marker=".", label=f"t={t}")  # Nystroem: r (+1) entries
     ax.set_xlabel("eigenvalue index k (ascending d_k)")
     ax.set_ylabel("B_t[k, k]")
     ax.set_title("diagonal of B_t (eq. 45): small eigenvalues shrink faster")

@@ -354,7 +354,7 @@ class ChainResult:
             eigenvalues=_from_json_array(data["eigenvalues"]),
             eigenvectors=None if data["eigenvectors"] is None else _from_json_array(data["eigenvectors"]),
             c=c,
-            z=z.reshape((-1, n) + labels.shape[1:]),
+            z=z.reshape((-1, np.size(data["eigenvalues"])) + labels.shape[1:]),  # Nystroem: r (+1), not K
             labels=labels,
             epsilon=eps,
             n_samples=n,

@@ -4,6 +4,11 @@
 semi-definite up to a tolerance), computes G = V diag(d) V^T with d ascending (paper convention, the
 1/K inside G), clips round-off negatives and round-off-sized eigenvalues to exactly 0 (null space),
 and rotates labels: z = V^T y.
+
+Memory: the checks and the symmetrization run in row blocks (no K x K temporaries); with
+``overwrite_gram=True`` G is formed in the caller's matrix, so the whole route holds two K x K matrices
+(G, then V). ``Spectrum.from_eigh`` is the shared post-processing of any eigensolver's output (the
+PyTorch backend uses it too, see selfdistill.kernel.backends).
 """
 
 from __future__ import annotations
@@ -13,11 +18,65 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from selfdistill.kernel.memory import row_block
+
 #: default relative tolerance for asymmetry max|K - K^T| / max|K|.
 SYMMETRY_RTOL = 1e-8
 #: default relative tolerance for negative eigenvalues: d_min >= -PSD_RTOL * d_max is treated as round-off
 #: (loose enough for kernel matrices computed in float32, whose round-off reaches ~1e-7 relative).
 PSD_RTOL = 1e-6
+#: float types the exact route decomposes in.
+EIGH_DTYPES = ("float64", "float32")
+#: float32 decompositions: eigenvalues <= FLOAT32_NULL_EPS * eps32 * d_max count as zero. (The float64 rule,
+#: K * eps * d_max, would discard real eigenvalues up to 5e-3 d_max at K = 40,000 in float32, while the
+#: float32 eigensolvers' absolute eigenvalue errors are about one eps32 * d_max.)
+FLOAT32_NULL_EPS = 8.0
+
+
+def null_rtol(dtype: str, n_samples: int) -> float:
+    """Relative tolerance below which an eigenvalue of a ``dtype`` decomposition counts as zero:
+    K * eps (numpy.linalg.matrix_rank's rule) in float64, FLOAT32_NULL_EPS * eps in float32."""
+    eps = float(np.finfo(dtype).eps)
+    return n_samples * eps if dtype == "float64" else FLOAT32_NULL_EPS * eps
+
+
+def _square_blocks(n: int, itemsize: int) -> int:
+    """Side of the square blocks used by the blocked checks (about BLOCK_BYTES each)."""
+    return max(1, int(np.sqrt(row_block(1, itemsize))))
+
+
+def gram_scale_and_asymmetry(gram: np.ndarray) -> tuple[int, float, float]:
+    """(number of non-finite entries, max|K|, max|K - K^T|), in row blocks (no K x K temporaries)."""
+    n = gram.shape[0]
+    step = row_block(n, max(gram.itemsize, 8))
+    bad, scale, asym = 0, 0.0, 0.0
+    for start in range(0, n, step):
+        rows = gram[start : start + step]
+        finite = np.isfinite(rows)
+        if not finite.all():
+            bad += int(rows.size - np.count_nonzero(finite))
+            continue
+        scale = max(scale, float(np.max(np.abs(rows))))
+        asym = max(asym, float(np.max(np.abs(rows - gram[:, start : start + step].T))))
+    return bad, scale, asym
+
+
+def symmetrize_scaled(gram: np.ndarray, out: np.ndarray, n_samples: int) -> np.ndarray:
+    """out = (gram + gram^T) / (2 K) in square blocks; ``out`` may be ``gram`` itself (in place).
+
+    Each pair of blocks (I, J), J >= I, is read before it is written, so the in-place update is exact and
+    gives the same numbers as the one-shot expression."""
+    n = gram.shape[0]
+    b = _square_blocks(n, out.itemsize)
+    denom = 2.0 * n_samples
+    for i in range(0, n, b):
+        for j in range(i, n, b):
+            upper = gram[i : i + b, j : j + b]
+            lower = gram[j : j + b, i : i + b]
+            avg = ((upper + lower.T) / denom).astype(out.dtype, copy=False)
+            out[i : i + b, j : j + b] = avg
+            out[j : j + b, i : i + b] = avg.T
+    return out
 
 
 @dataclass(frozen=True)
@@ -41,9 +100,19 @@ class Spectrum:
         symmetry_rtol: float = SYMMETRY_RTOL,
         psd_rtol: float = PSD_RTOL,
         driver: str | None = None,
+        overwrite_gram: bool = False,
+        dtype: str = "float64",
     ) -> Spectrum:
-        """Validate the RAW kernel matrix [g(x_j, x_k)] and decompose G = gram / K with scipy.linalg.eigh."""
-        gram = np.asarray(gram, dtype=float)
+        """Validate the RAW kernel matrix [g(x_j, x_k)] and decompose G = gram / K with scipy.linalg.eigh.
+
+        overwrite_gram: form G in ``gram``'s memory (saves one K x K copy; ``gram`` is destroyed).
+        dtype: "float64" (default) or "float32" (half the memory, eigenvalues accurate to ~1e-7 of the
+        largest: smaller ones count as zero, see ``from_eigh``)."""
+        if dtype not in EIGH_DTYPES:
+            raise ValueError(f"dtype={dtype!r} must be one of {EIGH_DTYPES}")
+        gram = np.asarray(gram)
+        if gram.dtype.kind not in "iuf":
+            gram = gram.astype(float)
         if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
             raise ValueError(
                 f"gram must be a square kernel matrix [g(x_j, x_k)] of shape (K, K), got shape {gram.shape}"
@@ -51,37 +120,58 @@ class Spectrum:
         n = gram.shape[0]
         if n == 0:
             raise ValueError("gram is empty: need at least one training point")
-        if not np.all(np.isfinite(gram)):
-            bad = int(np.size(gram) - np.count_nonzero(np.isfinite(gram)))
+        bad, scale, asym = gram_scale_and_asymmetry(gram)
+        if bad:
             raise ValueError(f"gram contains {bad} NaN or infinite entries; check inputs, kernel params")
-        scale = float(np.max(np.abs(gram)))
-        asym = float(np.max(np.abs(gram - gram.T)))
         if asym > symmetry_rtol * max(scale, np.finfo(float).tiny):
             raise ValueError(
                 f"gram is not symmetric: max|K - K^T| = {asym:.3g} (max|K| = {scale:.3g}, relative "
                 f"{asym / scale:.3g} > symmetry_rtol={symmetry_rtol:g}); pass a symmetric kernel matrix, "
                 "e.g. (K + K.T) / 2"
             )
-        G = (gram + gram.T) / (2.0 * n)
-        d, V = scipy.linalg.eigh(G, driver=driver, overwrite_a=True, check_finite=False)
-        d_max = float(d[-1]) if n else 0.0
+        in_place = overwrite_gram and gram.dtype == np.dtype(dtype) and gram.flags.c_contiguous
+        G = symmetrize_scaled(gram, gram if in_place else np.empty((n, n), dtype=dtype), n)
+        # G is exactly symmetric, so G.T (a Fortran-ordered view of the same memory) is G: LAPACK works in
+        # that memory with overwrite_a=True instead of receiving a Fortran-ordered copy.
+        d, V = scipy.linalg.eigh(G.T, driver=driver, overwrite_a=True, check_finite=False)
+        del G
+        return cls.from_eigh(d, V, n, psd_rtol=psd_rtol, null_rtol=null_rtol(dtype, n))
+
+    @classmethod
+    def from_eigh(
+        cls,
+        eigenvalues: np.ndarray,
+        eigenvectors: np.ndarray,
+        n_samples: int,
+        *,
+        psd_rtol: float = PSD_RTOL,
+        null_rtol: float | None = None,
+    ) -> Spectrum:
+        """Spectrum from an eigensolver's ascending eigenvalues d and eigenvectors V of G = gram / K.
+
+        Rejects an indefinite G (d_min < -max(psd_rtol, null_rtol) * d_max), then sets round-off sized
+        eigenvalues, d <= null_rtol * d_max, to exactly 0: the null space. null_rtol defaults to the float64
+        rule K * eps (numpy.linalg.matrix_rank's tolerance); see ``null_rtol`` for float32."""
+        d = np.asarray(eigenvalues, dtype=float)
+        n = int(n_samples)
+        d_max = float(d[-1]) if d.size else 0.0
         if d_max <= 0.0:
             if d_max < 0.0 or np.any(d < 0.0):
                 raise ValueError(
                     f"gram is negative definite (largest eigenvalue of G {d_max:.3g}); use a positive "
                     "semi-definite kernel"
                 )
-        elif d[0] < -psd_rtol * d_max:
+        rtol = null_rtol if null_rtol is not None else n * float(np.finfo(float).eps)
+        if d_max > 0.0 and d[0] < -max(psd_rtol, rtol) * d_max:
             raise ValueError(
                 f"gram is not positive semi-definite: most negative eigenvalue of G = gram/K is {d[0]:.3g}, "
                 f"{d[0] / d_max:.3g} relative to the largest ({d_max:.3g}), beyond psd_rtol={psd_rtol:g}; "
                 "use a positive semi-definite kernel (rbf, laplacian, polynomial with coef0 >= 0, ...), or "
                 "add jitter to the diagonal: gram + delta * I"
             )
-        # round-off sized eigenvalues (numpy.linalg.matrix_rank's tolerance) are exact zeros: null space.
-        null_tol = max(d_max, 0.0) * n * np.finfo(float).eps
+        null_tol = max(d_max, 0.0) * rtol
         d = np.where(d <= null_tol, 0.0, d)
-        return cls(eigenvalues=d, eigenvectors=V, n_samples=n)
+        return cls(eigenvalues=d, eigenvectors=eigenvectors, n_samples=n)
 
     @property
     def null_mask(self) -> np.ndarray:
