@@ -100,6 +100,10 @@ def test_linear_model_network_equals_fixed_alpha_kernel_chain(linear_run):
         assert np.allclose(net, ker, rtol=1e-4), (metric, net, ker)
     assert max(result.curve("kernel_alpha", "test_rel_diff_to_network")) < 1e-4
     assert min(result.curve("kernel_alpha", "test_argmax_agree_with_network")) == 1.0
+    # the linear model's per-output blocks are exactly (x.x' + 1) P: its exact linearization (full
+    # per-output NTK) is the summed-kernel chain
+    exact = result.info["exact_linearization"]["train_mse"]
+    assert np.allclose(exact, result.curve("kernel_alpha", "train_mse"), rtol=1e-8)
     # the eps chain is matched to the network's round 0: same training error there, by construction
     network_round0 = result.curve("network", "train_mse")[0]
     assert result.curve("kernel_eps", "train_mse")[0] == pytest.approx(network_round0, rel=1e-9)

@@ -160,6 +160,10 @@ METRICS: tuple[str, ...] = ROW_COLUMNS[3:]
 class BridgeSpec:
     """One bridge run: data, network family, training, chain length, seeds (see the module docstring).
 
+    ``linearization_check``: for the first seed, also the training error per round of the network's EXACT
+    linearization (kernel ridge with the full per-output NTK blocks; the kernel costs C times the summed
+    one), which separates the network's departure from its linearization from the summed
+    kernel's (one shared kernel per output) departure from the linearization.
     ``weight_decay`` is the network's coupled L2 weight decay on the displacement; the linearized network is
     kernel ridge with c = weight_decay / 2 (paper convention), so it sets where the ridge sits in the NTK's
     spectrum. ``lr``, ``momentum``, ``steps``: full-batch SGD, enough steps to reach (near) the minimum.
@@ -180,6 +184,7 @@ class BridgeSpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     ntk_chunk_size: int = 128
     max_kernel_rounds: int = 1000
+    linearization_check: bool = True
 
     def __post_init__(self) -> None:
         if int(self.n_train) != self.n_train or self.n_train < 2:
@@ -249,6 +254,30 @@ def network_ntk(model: nn.Module, x_train: Tensor, x_eval: Tensor, num_classes: 
         * scale
     )
     return gram, cross
+
+
+def exact_linearization_train_mse(
+    model: nn.Module, x_train: Tensor, labels: np.ndarray, alpha: float, rounds: int, chunk_size: int
+) -> list[float]:
+    """Training error on ``labels`` per round of the chain of the network's exact linearization: kernel ridge
+    with the full (K C) x (K C) NTK of the (centered) model, ``F_{t+1} = M (M + alpha I)^{-1} F_t``, F_0 the
+    labels (the fixed-alpha chain without the one-kernel-per-output approximation)."""
+    from selfdistill.nn.ntk import empirical_ntk
+
+    blocks = empirical_ntk(model, x_train, dtype=torch.float64, chunk_size=chunk_size, per_output=True)
+    n, _, c, _ = blocks.shape
+    full = blocks.permute(0, 2, 1, 3).reshape(n * c, n * c).cpu().numpy()
+    eigenvalues, vectors = np.linalg.eigh(full)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    shrink = eigenvalues / (eigenvalues + alpha)
+    y = labels.reshape(-1)
+    z = vectors.T @ y
+    errors = []
+    for _ in range(rounds):
+        z = shrink * z
+        fitted = vectors @ z
+        errors.append(float(np.sum((fitted - y) ** 2) / n))
+    return errors
 
 
 def _metrics(
@@ -417,6 +446,22 @@ class BridgeResult:
                 f"round 0 and {diff[-1]:.2f} at round {self.rounds[-1]}, argmax agreement {agree[0]:.3f} -> "
                 f"{agree[-1]:.3f}"
             )
+        lin = self.info.get("exact_linearization")
+        if lin:
+            seed = lin["seed"]
+
+            def err(method: str) -> float:
+                return next(
+                    float(r["train_mse"])
+                    for r in self.rows
+                    if r["method"] == method and r["seed"] == seed and r["round"] == 0
+                )
+
+            lines.append(
+                f"round-0 training error, seed {seed}: network {err('network'):.4f}, its exact linearization "
+                f"(full per-output NTK) {lin['train_mse'][0]:.4f}, the summed-NTK kernel chain "
+                f"{err('kernel_alpha'):.4f}"
+            )
         return lines
 
     def table(self) -> str:
@@ -490,6 +535,17 @@ class BridgeResult:
                         color=color,
                         linestyle="none",
                     )
+            lin = self.info.get("exact_linearization")
+            if metric == "train_mse" and lin:
+                ax.plot(
+                    rounds,
+                    lin["train_mse"][: len(rounds)],
+                    color="tab:gray",
+                    marker="x",
+                    linestyle="-.",
+                    label=f"exact linearization, full per-output NTK (seed {lin['seed']})",
+                )
+                ax.legend(fontsize=7, loc="lower right")
             if zoom and shown:
                 low = min(min(self.curve(m, "test_acc")) for m in ("network", "kernel_alpha"))
                 high = max(shown)
@@ -704,6 +760,25 @@ def run_ntk_bridge(
                             ),
                         }
                     )
+        if spec.linearization_check:
+            seed = spec.seeds[0]
+            cache = out / "checkpoints" / f"linearization_seed{seed}.json"
+            if cache.is_file():
+                curve = json.loads(cache.read_text())
+            else:
+                t0 = time.perf_counter()
+                log(f"exact linearization (full per-output NTK, seed {seed})")
+                curve = exact_linearization_train_mse(
+                    fresh_model(factory, derive_seed(seed, 0, "init")),
+                    data.x_train,
+                    labels,
+                    K * spec.weight_decay / 2,
+                    spec.rounds,
+                    spec.ntk_chunk_size,
+                )
+                t_ntk += time.perf_counter() - t0
+                atomic_write_json(cache, curve)
+            info["exact_linearization"] = {"seed": int(seed), "train_mse": curve}
         info["seconds"] = {"total": time.perf_counter() - started, "network_chain": t_network, "ntk": t_ntk}
         info["network_chain_rows"] = chain.rows
     finally:
