@@ -13,7 +13,13 @@ For one data set and one network family, side by side, round by round:
   ridge with ``alpha = K wd / 2`` (paper convention ``c = wd / 2``), no free parameter.
 - ``kernel_eps``: the paper's eps-constrained chain on the same kernel, with eps matched to the network:
   eps = the network's round-0 training error on the original labels (same seed). Its round 0 then fits the
-  labels exactly as well as the network's round 0; c_t grows every round and the chain collapses.
+  labels exactly as well as the network's round 0; its c_t grows round by round until it collapses.
+
+With ``linearization_check`` the first seed also gets the training error of the network's EXACT
+linearization (full per-output NTK blocks), which splits the gap into the network leaving its
+linearization and the one-kernel-per-output approximation; ``output_scale`` > 1 (with weight decay times
+s^2 and learning rate over s^2) runs the same network in the lazy regime, a control in which the network
+must follow its linearization.
 
 Why these choices (what makes the comparison fair): the NTK picture is about squared loss on the outputs,
 so the targets are one-hot labels regressed by the logits (one regression per output with a shared c).
@@ -33,8 +39,9 @@ outputs against the centered one-hot labels, summed over classes, mean over exam
 best round of each (by validation accuracy, and the oracle by test accuracy), the collapse round (the
 eps-chain's criterion, targets' mean square <= eps, applied to all three) and the correlation of the
 per-round test curves. Files: ``rounds.csv`` (per seed), ``per_round.csv`` (mean and std over seeds),
-``summary.json``, ``bridge.png``; ``network/`` holds the neural chain's own ``rounds.csv`` and
-``checkpoints/`` (with the NTK cache), which make a rerun resume.
+``summary.json``, ``bridge.png``, ``recipe.json``; ``network/`` holds the neural chain's own ``rounds.csv``
+and its per-round checkpoints, ``checkpoints/`` the NTK cache: a rerun with the same recipe resumes, one
+with another recipe replaces them.
 """
 
 from __future__ import annotations
