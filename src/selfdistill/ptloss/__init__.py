@@ -9,7 +9,13 @@
 The definitions are this project's (``docs/specs/ptloss.md``): see :mod:`selfdistill.ptloss.loss`.
 """
 
-from selfdistill.ptloss.loss import PTLoss, as_epsilon, pt_loss
+from selfdistill.ptloss.loss import (
+    PTLoss,
+    as_epsilon,
+    pt_loss,
+    pt_loss_from_probabilities,
+    soften_probabilities,
+)
 from selfdistill.ptloss.proxy import ProxySolveInfo, convexity_margin, proxy_teacher
 from selfdistill.ptloss.search import PerturbationSearchResult, sample_candidates, select_perturbation
 
@@ -21,6 +27,8 @@ __all__ = [
     "convexity_margin",
     "proxy_teacher",
     "pt_loss",
+    "pt_loss_from_probabilities",
     "sample_candidates",
     "select_perturbation",
+    "soften_probabilities",
 ]
