@@ -3,8 +3,11 @@
     from selfdistill.ptloss import PTLoss, proxy_teacher, select_perturbation
     loss_fn = PTLoss(epsilon, temperature=1.0, reduction="batchmean")   # epsilon: (C, M) or (M,)
     loss = loss_fn(student_logits, teacher_logits)                      # (N, C) each
-    q = proxy_teacher(teacher_probs, epsilon)                           # (N, C) -> (N, C)
-    result = select_perturbation(teacher_probs_val, labels_val, M=5, n_candidates=200)
+    loss = loss_fn(student_logits, teacher_probs=p)                     # probability targets
+    q = proxy_teacher(teacher_probs, epsilon, temperature=4.0)          # (N, C) -> (N, C)
+    result = select_perturbation(teacher_probs_val, labels_val, M=5, n_candidates=200,
+                                 temperature=[1, 2, 4, 8], form="full")
+    loss_fn = PTLoss(**result.ptloss_kwargs())                          # the selected (eps, T) and form
 
 The definitions are this project's (``docs/specs/ptloss.md``): see :mod:`selfdistill.ptloss.loss`.
 """

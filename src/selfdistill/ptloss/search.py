@@ -90,7 +90,14 @@ COLUMN_HELP = {
 
 
 def _temperature_grid(temperature: float | Sequence[float]) -> tuple[float, ...]:
-    values = [temperature] if isinstance(temperature, numbers.Real | Tensor) else list(temperature)
+    if isinstance(temperature, Tensor | np.ndarray):
+        values = np.asarray(temperature, dtype=float).reshape(-1).tolist()
+    elif isinstance(temperature, numbers.Real):
+        values = [temperature]
+    elif isinstance(temperature, Sequence) and not isinstance(temperature, str):
+        values = list(temperature)
+    else:
+        raise ValueError(f"temperature must be a positive number or a list of them, got {temperature!r}")
     if not values:
         raise ValueError("temperature: give a positive number or a non-empty list of them")
     grid = tuple(positive_real(value, "temperature") for value in values)
