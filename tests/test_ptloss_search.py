@@ -231,6 +231,11 @@ def test_temperature_grid_rows_select_a_pair_and_match_single_temperature_search
     loss = PTLoss(**grid.ptloss_kwargs())
     assert loss.temperature == grid.best_temperature and loss.form == "full"
     assert torch.equal(loss.epsilon, grid.best_epsilon)
+    assert grid.row(grid.best_candidate) == grid.best_index and grid.row(5, 2.0) == 12 + 5
+    random = grid.ptloss_kwargs(grid.row(1, 4.0))
+    assert random["temperature"] == 4.0 and torch.equal(random["epsilon"], grid.epsilons[1])
+    with pytest.raises(ValueError, match="not in the searched grid"):
+        grid.row(1, 3.0)
 
 
 def test_student_space_scores_the_students_own_prediction(overconfident):

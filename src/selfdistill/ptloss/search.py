@@ -154,6 +154,16 @@ class PerturbationSearchResult:
     def temperature(self, row: int) -> float:
         return float(self.table["temperature"][row])
 
+    def row(self, candidate: int, temperature: float | None = None) -> int:
+        """The table row of ``candidate`` at ``temperature`` (default: the selected temperature)."""
+        temperature = self.best_temperature if temperature is None else float(temperature)
+        if temperature not in self.temperatures:
+            grid = list(self.temperatures)
+            raise ValueError(f"temperature {temperature:g} is not in the searched grid {grid}")
+        if not 0 <= int(candidate) < self.n_candidates:
+            raise ValueError(f"candidate must be in [0, {self.n_candidates - 1}], got {candidate!r}")
+        return self.temperatures.index(temperature) * self.n_candidates + int(candidate)
+
     def ptloss_kwargs(self, row: int | None = None) -> dict[str, Any]:
         """``PTLoss(**result.ptloss_kwargs())`` is the loss whose proxy was scored in ``row`` (default: the
         selected row): ``{"epsilon", "temperature", "form"}``."""
