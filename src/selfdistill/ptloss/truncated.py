@@ -84,6 +84,7 @@ def _class_solutions(q: Tensor, lam: Tensor, r: Tensor, g: Tensor, gp: Tensor, t
     r = r.clamp(0.0, 1.0)
     active = ~(at_zero | at_one)
     rounding = tol * lam.abs()  # |f| below this is rounding noise of q G - lam: r is as good as it gets
+    previous = torch.full_like(r, math.inf)
     for _ in range(_INNER_ITERATIONS):
         u = 1 - r
         qg = q * _horner(u, g)
@@ -94,6 +95,8 @@ def _class_solutions(q: Tensor, lam: Tensor, r: Tensor, g: Tensor, gp: Tensor, t
         step = torch.where(slope < 0, f / slope, torch.zeros_like(f))
         trial = r - step
         bad = (slope >= 0) | (trial < low) | (trial > high) | ~torch.isfinite(trial)
+        bad |= f.abs() > 0.5 * previous  # Newton stalls (non-convex terms): bisect, the bracket halves
+        previous = f.abs()
         new = torch.where(bad, 0.5 * (low + high), trial)
         moved = (new - r).abs()
         r = torch.where(active, new, r)
@@ -120,6 +123,7 @@ def solve_truncated_block(
     lam = (q * q * _horner(1 - q, g)).sum(-1)  # sum_j r_j q_j G_j(1 - r_j) at r = q: the KKT value of lam
     inner_tol = 8 * torch.finfo(pt.dtype).eps
     iterations = 0
+    previous = torch.full_like(lam, math.inf)
     while iterations < max_iter:
         iterations += 1
         r = _class_solutions(q, lam, r, g, gp, inner_tol)
@@ -133,9 +137,13 @@ def solve_truncated_block(
         inverse = torch.where(free & (curvature > 0), 1 / curvature, torch.zeros_like(curvature)).sum(-1)
         newton = lam + excess / inverse
         bad = (inverse <= 0) | ~torch.isfinite(newton) | (newton <= low) | (newton >= high)
+        bad |= excess.abs() > 0.5 * previous  # Newton is not converging here: bisect (halves the bracket)
+        previous = excess.abs()
         new = torch.where(bad, 0.5 * (low + high), newton)
         done = excess.abs() <= tol * 0.1
-        if bool(done.all()) or bool(((high - low) <= 4 * torch.finfo(pt.dtype).eps * high.abs()).all()):
+        width = 4 * torch.finfo(pt.dtype).eps * torch.maximum(high.abs(), low.abs())
+        collapsed = (high - low) <= width  # sum_j r_j(lam) jumps over 1 here (non-convex rows)
+        if bool((done | collapsed).all()):
             break
         lam = torch.where(done, lam, new)
     total = r.sum(-1, keepdim=True)
