@@ -7,6 +7,9 @@ on subsets, extrapolated linearly to the full problem:
   2. ``scipy.optimize.minimize`` (BFGS over softmax logits, analytic gradient) per example, the
      generic-optimizer reference.
 It also checks that the Brier scores agree. Synthetic data: teacher = softmax(3 z), labels ~ softmax(1.5 z).
+Candidates come from the library's default distribution unless ``--distribution/--scale`` say otherwise;
+``--temperature T`` scores the proxy of the loss trained at T (the baselines then solve for the softened
+teacher, which is what that proxy is). Full form only (the baselines solve the full-form problem).
 
     python benchmarks/bench_ptloss_search.py [--candidates 200 --examples 10000 --classes 100 --threads 2]
 """
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from selfdistill.ptloss import select_perturbation
+from selfdistill.ptloss import select_perturbation, soften_probabilities
+from selfdistill.ptloss.search import DEFAULT_DISTRIBUTION, DEFAULT_SCALE, DISTRIBUTIONS
 
 
 def fixed_point_proxy(pt: torch.Tensor, eps: torch.Tensor, tol: float = 1e-5, damping: float = 0.5):
@@ -68,6 +72,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--baseline-candidates", type=int, default=3, help="candidates run by baseline 1")
     parser.add_argument("--scipy-examples", type=int, default=20, help="examples run by baseline 2")
+    parser.add_argument("--distribution", choices=DISTRIBUTIONS, default=DEFAULT_DISTRIBUTION)
+    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE)
+    parser.add_argument("--temperature", type=float, default=1.0, help="T of the loss whose proxy is scored")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,23 +83,27 @@ def main() -> None:
     teacher = torch.softmax(3 * z, -1)
     labels = torch.multinomial(torch.softmax(1.5 * z, -1), 1, generator=g).squeeze(1)
     shape = (
-        f"{args.candidates} candidates x {args.examples} examples x {args.classes} classes, M={args.orders}"
+        f"{args.candidates} candidates x {args.examples} examples x {args.classes} classes, M={args.orders}, "
+        f"{args.distribution}(scale={args.scale}), T={args.temperature:g}"
     )
+    options = {"distribution": args.distribution, "scale": args.scale, "temperature": args.temperature}
     print(f"problem: {shape}; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    select_perturbation(teacher[:200], labels[:200], args.orders, 3)  # warm-up (lazy initialisation)
+    select_perturbation(teacher[:200], labels[:200], args.orders, 3, **options)  # warm-up (lazy init)
     start, cpu = time.perf_counter(), time.process_time()
-    result = select_perturbation(teacher, labels, args.orders, args.candidates)
+    result = select_perturbation(teacher, labels, args.orders, args.candidates, **options)
     ours, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"select_perturbation: {ours:.2f} s wall ({ours_cpu:.2f} s CPU)")
     print(
-        f"  best candidate {result.best_index}: Brier {result.best_score:.6f} vs plain teacher "
+        f"  best candidate {result.best_index}: Brier {result.best_score:.6f} vs eps = 0 "
         f"{result.baseline_score:.6f}; all solves converged: "
-        f"{bool(np.all(result.table['converged_fraction'] == 1))}"
+        f"{bool(np.all(result.table['converged_fraction'] == 1))}; non-convex candidates: "
+        f"{int(np.sum(result.table['convex'] == 0))}; selected proxy moved by eps (TV): "
+        f"{result.table['eps_shift_tv'][result.best_index]:.4f}"
     )
 
     # baseline 1: damped fixed point, per candidate, float64, all examples at once
-    pt64 = teacher.double()
+    pt64 = soften_probabilities(teacher.double(), args.temperature)  # the proxy at T is the softened one's
     onehot = torch.nn.functional.one_hot(labels, args.classes).double()
     picks = list(range(1, 1 + args.baseline_candidates))
     start = time.perf_counter()

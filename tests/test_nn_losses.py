@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from selfdistill.nn.losses import (
     HardLabelCrossEntropyLoss,
+    ProbabilityTargetPTLoss,
     SoftCrossEntropyLoss,
     SoftmaxL2Loss,
     TemperatureKLLoss,
@@ -236,3 +237,51 @@ def test_l2_and_kl_vanish_when_the_student_matches_the_targets(temperature):
     # soft CE at the optimum equals the targets' entropy (KL + entropy decomposition)
     entropy = -(p * p.log()).sum(1).mean()
     assert SoftCrossEntropyLoss()(t, p).item() == pytest.approx(entropy.item(), rel=1e-12)
+
+
+def _sharp_teacher(n=200, c=10, seed=23):
+    """Probabilities with exact zeros and a large share of entries below 1e-12 (a sharp teacher)."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 15, 1)
+    p[: n // 4, 3:] = 0.0  # exact zeros (rows renormalised below)
+    return p / p.sum(1, keepdim=True)
+
+
+def _numpy_kd(s, p, temperature):
+    """T^2 mean_i sum_k q log(q / softmax(s/T)), q = p^(1/T)/Z, 0 log 0 = 0: written out in float64."""
+    with np.errstate(divide="ignore"):
+        q = np.where(p > 0, p ** (1.0 / temperature), 0.0)
+    q /= q.sum(1, keepdims=True)
+    z = s / temperature
+    log_ps = z - z.max(1, keepdims=True)
+    log_ps -= np.log(np.exp(log_ps).sum(1, keepdims=True))
+    safe = np.where(q > 0, q, 1.0)
+    return temperature**2 * np.mean(np.sum(np.where(q > 0, q * (np.log(safe) - log_ps), 0.0), 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 8.0])
+def test_ptloss_with_zero_epsilon_is_exactly_kd_on_sharp_probability_targets(temperature, dtype):
+    from selfdistill.ptloss import PTLoss
+
+    p = _sharp_teacher()
+    assert float((p < 1e-12).double().mean()) > 0.2 and bool((p == 0).any())
+    s = torch.randn(200, 10, generator=torch.Generator().manual_seed(29), dtype=torch.float64) * 3
+    expected = _numpy_kd(s.numpy(), p.numpy(), temperature)
+    s, p = s.to(dtype), p.to(dtype)
+    kd = TemperatureKLLoss(temperature)(s, p)
+    pt = build_loss("ptloss", epsilon=torch.zeros(10, 5, dtype=dtype), temperature=temperature)(s, p)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert kd.item() == pytest.approx(expected, rel=rtol)
+    assert pt.item() == pytest.approx(expected, rel=rtol)
+    assert pt.item() == pytest.approx(kd.item(), rel=rtol)
+    for form in ("full", "truncated"):  # and both stay finite with a perturbation
+        loss = ProbabilityTargetPTLoss(PTLoss(torch.full((10, 3), 0.2, dtype=dtype), temperature, form=form))
+        assert torch.isfinite(loss(s, p))
+
+
+def test_kd_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match="empty batch"):
+        TemperatureKLLoss(2.0)(torch.zeros(0, 3), torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="empty batch"):
+        build_loss("ptloss", epsilon=torch.zeros(2))(torch.zeros(0, 3), torch.zeros(0, 3))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfdistill.ptloss import PTLoss, pt_loss
+from selfdistill.ptloss import PTLoss, pt_loss, pt_loss_from_probabilities
 
 
 def _logits(n: int, c: int, scale: float = 1.0, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -211,3 +211,101 @@ def test_numpy_and_zero_dim_tensor_temperatures_are_numbers():
     for bad in (True, "2", torch.tensor([2.0, 3.0]), math.inf):
         with pytest.raises(ValueError, match="temperature must be a positive finite number"):
             PTLoss(eps, bad)
+
+
+def _numpy_pt_loss_from_probs(s, p, eps, temperature, form="full"):
+    """Independent float64 evaluation on probability targets: q = p^(1/T) / Z (zeros stay 0, 0 log 0 = 0)."""
+    s, p, eps = (np.asarray(a, dtype=np.float64) for a in (s, p, eps))
+    with np.errstate(divide="ignore"):
+        q = np.where(p > 0, p ** (1.0 / temperature), 0.0)
+    q /= q.sum(1, keepdims=True)
+    z = s / temperature
+    log_ps = z - z.max(1, keepdims=True)
+    log_ps -= np.log(np.exp(log_ps).sum(1, keepdims=True))
+    u = 1 - np.exp(log_ps)
+    entropy = np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0), 1)
+    coefficients = eps + (1.0 / np.arange(1, eps.shape[1] + 1) if form == "truncated" else 0.0)
+    series = sum(coefficients[:, m] * u ** (m + 1) for m in range(eps.shape[1]))
+    cross = -np.sum(q * log_ps, 1) if form == "full" else 0.0
+    return temperature**2 * (entropy + cross + np.sum(q * series, 1))
+
+
+def _sharp_targets(dtype=torch.float64):
+    """Rows with exact zeros and entries below 1e-12 (and one ordinary row)."""
+    p = torch.tensor(
+        [
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [1 - 2e-13, 1e-13, 1e-13, 0.0, 0.0],
+            [0.6, 0.4 - 3e-20, 1e-20, 2e-20, 0.0],
+            [0.2, 0.2, 0.2, 0.2, 0.2],
+            [0.97, 0.0299999999995, 5e-13, 0.0, 0.0],
+        ],
+        dtype=dtype,
+    )
+    return p
+
+
+@pytest.mark.parametrize("form", ["full", "truncated"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 8.0])
+def test_probability_targets_with_zeros_match_an_independent_evaluation(temperature, form):
+    p = _sharp_targets()
+    s = _logits(5, 5, 2.0, 30)
+    eps = _eps(5, 4, 0.3, 31)
+    got = pt_loss_from_probabilities(s, p, eps, temperature=temperature, form=form, reduction="none")
+    expected = _numpy_pt_loss_from_probs(s.numpy(), p.numpy(), eps.numpy(), temperature, form)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+    # the module takes probabilities as teacher_probs=; where p > 0 it equals the logits path with log p
+    module = PTLoss(eps, temperature, form=form, reduction="none")
+    assert torch.equal(module(s, teacher_probs=p), got)
+    positive = p[3:4]
+    from_logits = module(s[3:4], torch.log(positive))
+    from_probs = module(s[3:4], teacher_probs=positive)
+    np.testing.assert_allclose(from_logits.numpy(), from_probs.numpy(), rtol=1e-13)
+
+
+def test_probability_targets_keep_gradients_finite():
+    s = _logits(5, 5, 2.0, 32).requires_grad_(True)
+    PTLoss(_eps(5, 3), 4.0)(s, teacher_probs=_sharp_targets()).backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_probability_targets_are_checked():
+    s = _logits(2, 3)
+    with pytest.raises(ValueError, match="teacher_probs has negative entries"):
+        PTLoss(torch.zeros(2))(s, teacher_probs=torch.tensor([[1.2, -0.2, 0.0], [0.5, 0.5, 0.0]]))
+    with pytest.raises(ValueError, match="teacher_probs rows must sum to 1"):
+        PTLoss(torch.zeros(2))(s, teacher_probs=torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="exactly one of teacher_logits and teacher_probs"):
+        PTLoss(torch.zeros(2))(s)
+
+
+@pytest.mark.parametrize("form", ["full", "truncated"])
+def test_float16_logits_beyond_the_float16_range_give_the_float64_value(form):
+    # gaps of 120000 overflow float16 (max 65504) inside log_softmax: computed in float32 internally
+    s16 = torch.tensor([[60000.0, -60000.0, 0.0], [-30000.0, 30000.0, 10.0], [1.0, 2.0, 3.0]]).half()
+    t16 = torch.tensor([[-60000.0, 60000.0, 5.0], [30000.0, -30000.0, 0.0], [3.0, 2.0, 1.0]]).half()
+    eps = _eps(3, 3, 0.4, 33)
+    student = s16.clone().requires_grad_(True)
+    loss = PTLoss(eps.float(), form=form)(student, t16)
+    loss.backward()
+    assert loss.dtype == torch.float32  # the documented dtype for float16 inputs
+    assert torch.isfinite(loss) and student.grad.dtype == torch.float16 and torch.isfinite(student.grad).all()
+    reference = pt_loss(s16.double(), t16.double(), eps, form=form)  # same values, float64
+    assert float(loss.detach()) == pytest.approx(float(reference), rel=1e-6)
+    if form == "full":  # the KL of the first two rows is ~ 120000 and 60000: far beyond float16
+        kl = _kl_batchmean(s16.double(), t16.double())
+        assert float(PTLoss(torch.zeros(3))(s16, t16)) == pytest.approx(float(kl), rel=1e-6)
+    bf16 = PTLoss(eps.float(), form=form)(s16.bfloat16(), t16.bfloat16())
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16)
+
+
+def test_empty_batches_are_refused():
+    empty = torch.zeros(0, 4)
+    for call in (
+        lambda: PTLoss(torch.zeros(2))(empty, empty),
+        lambda: PTLoss(torch.zeros(2), reduction="none")(empty, empty),
+        lambda: PTLoss(torch.zeros(2))(empty, teacher_probs=empty),
+        lambda: pt_loss(empty, empty, torch.zeros(2), validate=False),
+    ):
+        with pytest.raises(ValueError, match=r"empty batch \(N = 0\)"):
+            call()

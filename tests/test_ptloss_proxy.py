@@ -184,3 +184,100 @@ def test_bad_input_raises_clear_errors():
         proxy_teacher(pt, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="max_iter"):
         proxy_teacher(pt, torch.zeros(2), max_iter=0)
+
+
+def _truncated_objective(r: np.ndarray, q: np.ndarray, eps: np.ndarray) -> float:
+    """sum_j q_j sum_m (1/m + eps_jm) (1 - r_j)^m: the truncated loss without the teacher entropy."""
+    u = 1.0 - r
+    return float(np.sum(q * sum((1.0 / (m + 1) + eps[:, m]) * u ** (m + 1) for m in range(eps.shape[1]))))
+
+
+def _slsqp_truncated(q: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    best = None
+    on_simplex = [{"type": "eq", "fun": lambda r: r.sum() - 1.0}]
+    for start in (q, np.full_like(q, 1.0 / len(q))):
+        res = minimize(_truncated_objective, start, args=(q, eps), method="SLSQP",
+                       bounds=[(0.0, 1.0)] * len(q), constraints=on_simplex,
+                       options={"ftol": 1e-15, "maxiter": 1000})  # fmt: skip
+        best = res if best is None or res.fun < best.fun else best
+    return np.maximum(best.x, 0) / np.maximum(best.x, 0).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_truncated_form_proxy_matches_slsqp_on_the_closed_simplex(dtype):
+    pt = _teacher(10, 5, scale=2.0, seed=20)
+    eps = _eps(5, 4, scale=0.3, seed=21)
+    q, info = proxy_teacher(pt.to(dtype), eps.to(dtype), form="truncated", return_info=True)
+    assert info.all_converged and not info.nonconvex.any() and not info.boundary.any()
+    assert bool((q == 0).any())  # without the -log barrier small classes are dropped exactly
+    atol = 1e-7 if dtype == torch.float64 else 1e-4
+    for i in range(pt.shape[0]):
+        ref = _slsqp_truncated(pt[i].numpy(), eps.numpy())
+        np.testing.assert_allclose(q[i].double().numpy(), ref, atol=atol)
+        if dtype == torch.float64:
+            assert _truncated_objective(q[i].numpy(), pt[i].numpy(), eps.numpy()) <= _truncated_objective(
+                ref, pt[i].numpy(), eps.numpy()
+            ) + 1e-12
+    # even eps = 0 moves the truncated proxy (the truncated series is not the KL), towards the argmax
+    q0 = proxy_teacher(pt, torch.zeros(5, 4), form="truncated")
+    assert (q0 - pt).abs().max() > 1e-2 and torch.equal(q0.argmax(1), pt.argmax(1))
+
+
+def test_truncated_zero_classes_and_batched_candidates():
+    pt = torch.tensor([[0.6, 0.3, 0.0, 0.1], [0.0, 0.0, 0.7, 0.3]], dtype=torch.float64)
+    eps = _eps(3, 4, 3, scale=0.3, seed=22)
+    batched, info = proxy_teacher(pt, eps, form="truncated", return_info=True, max_elements=5)
+    assert info.all_converged and torch.all(batched[:, pt == 0] == 0)
+    for s in range(3):
+        assert torch.allclose(batched[s], proxy_teacher(pt, eps[s], form="truncated"), atol=1e-12)
+        for i in range(2):
+            support = (pt[i] > 0).numpy()
+            ref = _slsqp_truncated(pt[i].numpy()[support], eps[s].numpy()[support])
+            np.testing.assert_allclose(batched[s, i].numpy()[support], ref, atol=1e-7)
+
+
+@pytest.mark.parametrize("form", ["full", "truncated"])
+def test_proxy_at_temperature_is_the_argmin_of_the_tempered_loss_over_student_logits(form):
+    """The proxy at T is the student's softened distribution softmax(z*/T) at the minimiser z* of the loss
+    trained, T^2 L(softmax(t/T), softmax(z/T)); space="student" is softmax(z*)."""
+    t = torch.randn(5, 4, generator=torch.Generator().manual_seed(23), dtype=torch.float64) * 5
+    eps = _eps(4, 3, scale=0.3, seed=24)
+    temperature = 4.0
+    soft = proxy_teacher(torch.softmax(t, -1), eps, temperature=temperature, form=form)
+    student = proxy_teacher(torch.softmax(t, -1), eps, temperature=temperature, form=form, space="student")
+    for i in range(5):
+
+        def trained(z, i=i):
+            return PTLoss(eps, temperature, form=form, reduction="sum")(
+                torch.tensor(z)[None], t[i : i + 1]
+            ).item()
+
+        res = minimize(trained, t[i].numpy(), method="BFGS", options={"gtol": 1e-10, "maxiter": 5000})
+        z = res.x
+        r = np.exp(z / temperature - (z / temperature).max())
+        atol = 1e-6 if form == "full" else 1e-4  # truncated: zero-mass classes are approached slowly
+        np.testing.assert_allclose(soft[i].numpy(), r / r.sum(), atol=atol)
+        s = np.exp(z - z.max())
+        np.testing.assert_allclose(student[i].numpy(), s / s.sum(), atol=atol)
+        assert trained(temperature * np.log(np.maximum(soft[i].numpy(), 1e-300))) <= res.fun + 1e-9
+
+
+def test_truncated_convexity_margin_matches_grid_formula():
+    eps = _eps(3, 4, scale=0.8, seed=25)
+    u = np.linspace(0.0, 1.0, 1000)
+    c = eps.numpy() + 1.0 / np.arange(1, 5)
+    second = sum(m * (m - 1) * c[:, m - 1, None] * u ** (m - 2) for m in range(2, 5))
+    assert abs(float(convexity_margin(eps, form="truncated")) - second.min()) < 1e-9
+    assert float(convexity_margin(torch.zeros(3, 1), form="truncated")) == 0.0  # M = 1: linear, not strict
+    with pytest.raises(ValueError, match="form must be one of"):
+        convexity_margin(eps, form="series")
+
+
+def test_proxy_options_are_checked():
+    pt = _teacher(4, 5)
+    with pytest.raises(ValueError, match="form must be one of"):
+        proxy_teacher(pt, torch.zeros(2), form="series")
+    with pytest.raises(ValueError, match="space must be one of"):
+        proxy_teacher(pt, torch.zeros(2), space="teacher")
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        proxy_teacher(pt, torch.zeros(2), temperature=-1.0)

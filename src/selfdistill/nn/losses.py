@@ -12,7 +12,8 @@ normalization bug common in Born-Again reimplementations).
   with the softened target ``q = p^(1/T) / Z`` (= ``softmax(teacher_logits / T)`` when ``p`` is the
   teacher's softmax).
 - :class:`HardLabelCrossEntropyLoss` (``"hard_ce"``): cross-entropy on ``argmax p`` (Appendix D.3).
-- ``"ptloss"``: PTLoss (Zhang et al. 2024) from :mod:`selfdistill.ptloss`, fed ``log p`` as teacher logits.
+- ``"ptloss"``: PTLoss (Zhang et al. 2024) from :mod:`selfdistill.ptloss` on the probability targets
+  (:class:`ProbabilityTargetPTLoss`; ``epsilon = 0`` equals ``"kl"`` at the same temperature).
 
 :func:`mix_targets` builds ``xi * teacher + (1 - xi) * onehot(labels)`` (Borup & Andersen 2021; Das &
 Sanghavi 2023 for xi > 1).
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfdistill.ptloss.loss import soften_probabilities
 from selfdistill.ptloss.proxy import check_probabilities  # the package's one probability-rows contract
 
 __all__ = [
@@ -99,10 +101,10 @@ class TemperatureKLLoss(nn.Module):
         return f"temperature={self.temperature}"
 
     def soften(self, target_probs: Tensor) -> Tensor:
-        """``p^(1/T) / Z`` row-wise (identity for T = 1)."""
-        if self.temperature == 1.0:
-            return target_probs
-        return torch.softmax(torch.log(target_probs) / self.temperature, dim=1)
+        """``p^(1/T) / Z`` row-wise (identity for T = 1), exact zeros kept, no floor: the same function
+        (:func:`selfdistill.ptloss.loss.soften_probabilities`) as PTLoss's probability targets, so PTLoss
+        with ``epsilon = 0`` equals this loss on the same targets."""
+        return soften_probabilities(target_probs, self.temperature)
 
     def forward(self, student_logits: Tensor, target_probs: Tensor | None = None, *,
                 teacher_logits: Tensor | None = None) -> Tensor:
@@ -115,6 +117,8 @@ class TemperatureKLLoss(nn.Module):
         else:
             _check_pair(student_logits, target_probs)
             q = self.soften(target_probs)
+        if student_logits.shape[0] == 0:
+            raise ValueError("student_logits is an empty batch (N = 0): the loss needs at least one example")
         log_p_student = torch.log_softmax(student_logits / t, dim=1)
         kl = (torch.xlogy(q, q) - q * log_p_student).sum(dim=1).mean()
         return kl * (t * t)
@@ -130,17 +134,18 @@ class HardLabelCrossEntropyLoss(nn.Module):
 
 
 class ProbabilityTargetPTLoss(nn.Module):
-    """PTLoss (selfdistill.ptloss.PTLoss) adapted to probability targets: the teacher logits passed to it
-    are ``log(max(p, tiny))``, whose softmax (and tempered softmax ``p^(1/T)/Z``) is ``p`` itself."""
+    """PTLoss (:class:`selfdistill.ptloss.PTLoss`) on probability targets: ``ptloss(student_logits,
+    teacher_probs=p)``, softened as ``p^(1/T) / Z`` exactly like :class:`TemperatureKLLoss` (zeros stay
+    zero, ``0 log 0 = 0``, no floor), so ``epsilon = 0`` gives the temperature-KD value on the same targets.
+    """
 
-    def __init__(self, ptloss: nn.Module, tiny: float = 1e-12):
+    def __init__(self, ptloss: nn.Module):
         super().__init__()
         self.ptloss = ptloss
-        self.tiny = float(tiny)
 
     def forward(self, student_logits: Tensor, target_probs: Tensor) -> Tensor:
         _check_pair(student_logits, target_probs)
-        return self.ptloss(student_logits, torch.log(target_probs.clamp_min(self.tiny)))
+        return self.ptloss(student_logits, teacher_probs=target_probs)
 
 
 def mix_targets(teacher_probs: Tensor, labels: Tensor, num_classes: int, xi: float, *,

@@ -31,6 +31,25 @@ Reported per example (``return_info=True``): convergence, that residual, ``W`` (
 ``nonconvex`` (some ``H_jj <= 0`` at the solution: only a local minimum is certified) and ``boundary``
 (``W <= 0`` while the teacher gives some class probability 0: the minimiser over the closed simplex would
 move mass onto those classes; the returned point is the minimiser on the teacher's support).
+
+**The proxy of the loss actually trained (temperature and form).** At temperature ``T`` the student's
+logits ``z`` are trained with ``T^2 L(q, r)``, where ``q = softmax(t / T) = p_t^(1/T) / Z`` is the softened
+teacher and ``r = softmax(z / T)`` the student's softened distribution. As ``z`` ranges over ``R^C``, ``r``
+ranges over the open simplex and ``T^2 > 0`` does not move a minimiser, so the minimiser of the trained
+loss is ``r* = argmin_r L(q, r)``: the proxy teacher at ``(T, form)`` is the proxy of the *softened*
+teacher for that form.
+
+- ``form="full"``: the problem above with ``p_t`` replaced by ``q``.
+- ``form="truncated"``: ``argmin_r sum_j q_j H_j(1 - r_j)``, ``H_j(u) = sum_{m<=M} (1/m + eps_{j,m}) u^m``;
+  without the ``-log r`` barrier the minimiser may put exactly zero mass on a class, and even ``eps = 0``
+  moves it (the truncated series is not the KL). Solved in :mod:`selfdistill.ptloss.truncated`.
+
+``space="softened"`` (default) returns ``r*``, the distribution the loss compares, i.e. the target of the
+student's tempered softmax: the distilled risk of the tempered loss (the bound of the spec, Menon et al. 2021,
+Prop. 3, with the tempered log-loss) has the bias term ``||r* - p*||``, which is what the search estimates.
+``space="student"`` returns the student's own ``T = 1`` prediction at that optimum, ``softmax(T log r*) =
+r*^T / Z``; at ``eps = 0`` it is the teacher itself at every ``T`` (a temperature alone does not change the
+optimum of an unconstrained student).
 """
 
 from __future__ import annotations
@@ -43,7 +62,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from selfdistill.ptloss.loss import as_epsilon, positive_int
+from selfdistill.ptloss.loss import FORMS, as_epsilon, positive_int, positive_real, soften_probabilities
+from selfdistill.ptloss.truncated import solve_truncated_block, truncated_convexity_margin
+
+SPACES = ("softened", "student")
 
 _CURVATURE_FLOOR = 1e-3  # H_jj is kept >= this fraction of its eps = 0 value (p_t / p^2)
 _FRACTION_TO_BOUNDARY = 0.99
@@ -143,15 +165,23 @@ def _objective(pt: Tensor, w: Tensor, u: Tensor, coef: _Coefficients, buf: Tenso
     return buf.mul_(pt).sum(-1)
 
 
-def convexity_margin(epsilon: Tensor, num_points: int = 1000) -> Tensor:
-    """``min_{j, p} p^2 f_j''(p) = 1 + p^2 h_j''(1 - p)`` over a grid of ``p`` in (0, 1], per candidate.
+def convexity_margin(epsilon: Tensor, num_points: int = 1000, *, form: str = "full") -> Tensor:
+    """A convexity certificate of the proxy-teacher problem per candidate, on a grid of ``num_points``.
 
-    Positive means every ``f_j`` is (numerically) convex on (0, 1], so the proxy-teacher problem is convex and
-    its minimiser unique. ``epsilon``: ``(M,)``, ``(C, M)`` -> scalar tensor; ``(S, C, M)`` -> ``(S,)``.
+    ``form="full"``: ``min_{j, p} p^2 f_j''(p) = 1 + p^2 h_j''(1 - p)`` over ``p`` in (0, 1].
+    ``form="truncated"``: ``min_{j, u} H_j''(u)`` over ``u`` in [0, 1] (:mod:`selfdistill.ptloss.truncated`).
+    Both are 1 at ``eps = 0`` (M >= 2 for the truncated form) and do not depend on the temperature. Positive
+    means every per-class term is (numerically) convex, so the problem is convex and its minimiser unique.
+    ``epsilon``: ``(M,)``, ``(C, M)`` -> scalar tensor; ``(S, C, M)`` -> ``(S,)``.
     """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     eps = as_epsilon(epsilon)
     batched = eps.ndim == 3
     eps3 = eps if batched else eps.unsqueeze(0)
+    if form == "truncated":
+        margin = truncated_convexity_margin(eps3, num_points)
+        return margin if batched else margin[0]
     p = torch.linspace(1.0 / num_points, 1.0, num_points, dtype=eps3.dtype, device=eps3.device)
     u = (1 - p).view(1, -1, 1).expand(eps3.shape[0], -1, eps3.shape[1])  # (S, P, C|1)
     coef = _Coefficients(eps3)
@@ -307,48 +337,75 @@ def iter_proxy_blocks(
     max_iter: int = 100,
     tol: float | None = None,
     max_elements: int = 1 << 19,
+    form: str = "full",
 ) -> Iterator[tuple[slice, slice, Tensor, dict[str, Tensor], int]]:
     """Solve block by block: yields ``(candidate_slice, example_slice, p (s, n, C), info, iterations)``.
 
-    ``teacher_probs`` is an already-validated ``(N, C)`` tensor and ``epsilon`` an ``(S, C|1, M)`` tensor of
-    the same dtype and device. Memory stays bounded by ``max_elements`` entries per work tensor.
+    ``teacher_probs`` is an already-validated (and, for ``T != 1``, already softened) ``(N, C)`` tensor and
+    ``epsilon`` an ``(S, C|1, M)`` tensor of the same dtype and device. Memory stays bounded by
+    ``max_elements`` entries per work tensor.
     """
     if tol is None:
         tol = default_tolerance(teacher_probs.dtype)
     n_cand = epsilon.shape[0]
     n_examples, n_classes = teacher_probs.shape
     cand_block, ex_block = _block_sizes(n_cand, n_examples, n_classes, max_elements)
-    convex = convexity_margin(epsilon) > _CONVEXITY_MARGIN
+    convex = convexity_margin(epsilon) > _CONVEXITY_MARGIN if form == "full" else None
     for s0 in range(0, n_cand, cand_block):
         cand = slice(s0, min(s0 + cand_block, n_cand))
-        block_convex = bool(convex[cand].all())
+        block_convex = convex is not None and bool(convex[cand].all())
         for n0 in range(0, max(n_examples, 1), ex_block):
             ex = slice(n0, min(n0 + ex_block, n_examples))
-            p, info, its = _solve_block(teacher_probs[ex], epsilon[cand], max_iter, tol, block_convex)
+            if form == "full":
+                p, info, its = _solve_block(teacher_probs[ex], epsilon[cand], max_iter, tol, block_convex)
+            else:
+                p, info, its = solve_truncated_block(teacher_probs[ex], epsilon[cand], max_iter, tol)
             yield cand, ex, p, info, its
+
+
+def to_space(proxy: Tensor, temperature: float, space: str) -> Tensor:
+    """A proxy teacher ``r*`` (softened space) in ``space``: itself for ``"softened"``, the student's
+    ``T = 1`` prediction ``softmax(T log r*) = r*^T / Z`` for ``"student"`` (zeros stay zero)."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if space == "softened" or temperature == 1.0:
+        return proxy
+    return torch.softmax(torch.log(proxy) * temperature, dim=-1)
 
 
 def proxy_teacher(
     teacher_probs: Tensor,
     epsilon: Tensor,
     *,
+    temperature: float = 1.0,
+    form: str = "full",
+    space: str = "softened",
     max_iter: int = 100,
     tol: float | None = None,
     return_info: bool = False,
     max_elements: int = 1 << 19,
     prob_atol: float = 1e-4,
 ) -> Tensor | tuple[Tensor, ProxySolveInfo]:
-    """Proxy teachers ``argmin_p L_PT(p_t, p)`` for all examples (and candidate perturbations) at once.
+    """Proxy teachers of PTLoss at ``(temperature, form)`` for all examples (and candidates) at once.
 
-    ``teacher_probs``: ``(N, C)`` probabilities (rows sum to 1 within ``prob_atol``). ``epsilon``: ``(M,)`` or
-    ``(C, M)`` -> result ``(N, C)``; ``(S, C, M)`` or ``(S, 1, M)`` candidates -> result ``(S, N, C)``.
-    ``tol``: an example has converged when its fixed-point residual
-    ``max_j |p_j - p_t,j (1 + p_j g_j) / W|`` is ``<= tol`` (default :func:`default_tolerance`).
-    ``max_elements`` bounds the size of each work tensor (memory).
-    With ``return_info=True`` also returns a :class:`ProxySolveInfo`; otherwise a ``RuntimeWarning`` is
-    emitted when some examples did not converge or sit on the simplex boundary.
+    The proxy is the minimiser over the simplex of the loss the student trains with (module docstring):
+    ``argmin_r L_form(q, r)`` with ``q = teacher_probs^(1/T) / Z``; ``space`` chooses between that
+    softened-space target (``"softened"``, default) and the student's ``T = 1`` prediction (``"student"``).
+    ``teacher_probs``: ``(N, C)`` probabilities (rows sum to 1 within ``prob_atol``). ``epsilon``: ``(M,)``
+    or ``(C, M)`` -> result ``(N, C)``; ``(S, C, M)`` or ``(S, 1, M)`` candidates -> result ``(S, N, C)``.
+    ``tol``: an example has converged when its residual is ``<= tol`` (default :func:`default_tolerance`):
+    full form, the fixed-point residual ``max_j |p_j - q_j (1 + p_j g_j) / W|``; truncated form, the
+    projected-gradient residual of :mod:`selfdistill.ptloss.truncated`. ``max_elements`` bounds the size of
+    each work tensor (memory). With ``return_info=True`` also returns a :class:`ProxySolveInfo`; otherwise a
+    ``RuntimeWarning`` is emitted when some examples did not converge or sit on the simplex boundary.
     """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    temperature = positive_real(temperature, "temperature")
     pt = check_probabilities(teacher_probs, "teacher_probs", atol=prob_atol)
+    pt = soften_probabilities(pt, temperature)  # the target the tempered loss compares
     eps = as_epsilon(epsilon, pt.shape[1]).to(dtype=pt.dtype, device=pt.device)
     max_iter = positive_int(max_iter, "max_iter")
     if tol is not None and not (tol > 0):
@@ -366,9 +423,9 @@ def proxy_teacher(
     }
     iterations = 0
     for cand, ex, p, info, its in iter_proxy_blocks(
-        pt, eps3, max_iter=max_iter, tol=tol, max_elements=max_elements
+        pt, eps3, max_iter=max_iter, tol=tol, max_elements=max_elements, form=form
     ):
-        out[cand, ex] = p
+        out[cand, ex] = to_space(p, temperature, space)
         for key, value in info.items():
             fields[key][cand, ex] = value
         iterations = max(iterations, its)

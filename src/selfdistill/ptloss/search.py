@@ -1,22 +1,31 @@
-"""Choosing the PTLoss perturbation: random candidates scored by their proxy teachers on labeled data.
+"""Choosing the PTLoss perturbation (and temperature): candidates scored by their proxy teachers.
 
-Rationale (project spec, after Menon et al. 2021, Prop. 3): the distillation risk bound has a term
+Rationale (``docs/specs/ptloss.md``, after Menon et al. 2021, Prop. 3): the distillation risk bound has a term
 ``(E_x ||p_t(x) - p*(x)||_2)^2`` that does not shrink with the transfer-set size; PTLoss replaces ``p_t``
 by the proxy teacher ``p_px``, so pick ``eps`` whose proxy teacher is closest to the true class
-probabilities ``p*``.
-On a labeled validation set, ``mean_i ||p_px(x_i) - onehot(y_i)||^2`` (the Brier score) estimates
-``E ||p_px - p*||^2`` up to a constant that does not depend on ``eps``. No student is trained per candidate.
+probabilities ``p*``. On a labeled validation set, ``mean_i ||p_px(x_i) - onehot(y_i)||^2`` (the Brier
+score) estimates ``E ||p_px - p*||^2`` up to a constant that does not depend on ``eps``. No student is
+trained per candidate.
 
-Procedure: candidate 0 is ``eps = 0`` (the plain teacher, always the baseline); candidates 1..S-1 are drawn
-i.i.d. per entry from ``uniform(-scale, scale)`` (default, ``scale = 0.25``: for M <= 5 every such candidate
-gives a convex proxy problem) or ``normal(0, scale^2)``, seeded. All proxy teachers are solved batched
-(:mod:`selfdistill.ptloss.proxy`) block by block, so memory stays bounded, and each block is scored and
-discarded.
+The proxy scored is the proxy of the loss the student trains with: at temperature ``T`` and ``form``
+(``"full"`` or ``"truncated"``), the minimiser over the simplex of ``L_form(softened teacher, r)``
+(:mod:`selfdistill.ptloss.proxy`). A grid of temperatures is searched jointly with ``eps``: one table row
+per (candidate, temperature), and the selection is a pair ``(eps, T)``; candidate 0 is ``eps = 0``, so the
+``eps = 0`` rows are temperature KD at each ``T``.
+
+Procedure: candidates 1..S-1 are drawn i.i.d. per entry (``distribution``, ``scale``, seeded; see
+:func:`sample_candidates`). All proxy teachers are solved batched, block by block (bounded memory), each
+block scored and discarded. Every row reports its convexity certificate and its convergence; a row is
+*eligible* when all its proxy solves converged (``min_converged``) and, unless ``require_convex=False``, its
+problem is certified convex (a non-convex problem has several local minimisers, so the scored one need not
+be the one training reaches). Only eligible rows are selected (lowest score, ties to the lowest row).
 """
 
 from __future__ import annotations
 
 import csv
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,50 +34,88 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfdistill.io import atomic_save_figure, atomic_write_json, atomic_write_text
-from selfdistill.ptloss.loss import as_epsilon, positive_int, positive_real
+from selfdistill.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from selfdistill.ptloss.loss import FORMS, as_epsilon, positive_int, positive_real, soften_probabilities
 from selfdistill.ptloss.proxy import (
+    SPACES,
     check_probabilities,
     convexity_margin,
     default_tolerance,
     iter_proxy_blocks,
+    to_space,
 )
 
 CRITERIA = ("brier", "tv", "nll")
-DISTRIBUTIONS = ("uniform", "normal")
+DISTRIBUTIONS = ("relative", "uniform", "normal")
+DEFAULT_SCALE = 0.9
+DEFAULT_DISTRIBUTION = "relative"
 COLUMNS = (
     "candidate",
+    "temperature",
     "brier",
     "tv",
     "nll",
     "accuracy",
     "shift_tv",
+    "eps_shift_tv",
     "convexity_margin",
+    "convex",
     "converged_fraction",
+    "converged",
     "max_residual",
     "n_nonconvex",
     "n_boundary",
+    "eligible",
 )
+INTEGER_COLUMNS = ("candidate", "convex", "converged", "n_nonconvex", "n_boundary", "eligible")
 COLUMN_HELP = {
+    "candidate": "index of the perturbation in `epsilons` (0: eps = 0 when include_zero)",
+    "temperature": "the temperature T of the loss whose proxy teacher is scored",
     "brier": "mean_i ||p_px(x_i) - onehot(y_i)||_2^2 (lower is better)",
     "tv": "mean_i total variation between p_px(x_i) and onehot(y_i) = mean_i (1 - p_px,y_i)",
     "nll": "mean_i -log p_px,y_i",
     "accuracy": "fraction of examples whose proxy-teacher argmax is the label",
-    "shift_tv": "mean_i total variation between the proxy teacher and the teacher (how far eps moved it)",
-    "convexity_margin": "min over classes and p of p^2 f''(p); > 0: convex problem, unique proxy teacher",
+    "shift_tv": "mean_i total variation between the proxy teacher and the plain teacher (all of the move)",
+    "eps_shift_tv": "mean_i total variation between the proxy teacher and the eps = 0 proxy at the same T "
+    "(the move due to eps alone)",
+    "convexity_margin": "convexity certificate of the proxy problem (proxy.convexity_margin); > 0: convex",
+    "convex": "1 when convexity_margin > 0 (unique proxy teacher)",
     "converged_fraction": "fraction of examples whose proxy solve converged",
-    "max_residual": "largest fixed-point residual of the proxy solve",
+    "converged": "1 when converged_fraction >= min_converged",
+    "max_residual": "largest residual of the proxy solves (inf: a solve failed)",
     "n_nonconvex": "examples where the proxy problem is not convex at the solution",
-    "n_boundary": "examples whose proxy teacher sits on the simplex boundary",
+    "n_boundary": "examples whose proxy teacher would leave the teacher's support (minimiser on the support)",
+    "eligible": "1 when the row may be selected: converged, and convex unless require_convex=False",
 }
+
+
+def _temperature_grid(temperature: float | Sequence[float]) -> tuple[float, ...]:
+    if isinstance(temperature, Tensor | np.ndarray):
+        values = np.asarray(temperature, dtype=float).reshape(-1).tolist()
+    elif isinstance(temperature, numbers.Real):
+        values = [temperature]
+    elif isinstance(temperature, Sequence) and not isinstance(temperature, str):
+        values = list(temperature)
+    else:
+        raise ValueError(f"temperature must be a positive number or a list of them, got {temperature!r}")
+    if not values:
+        raise ValueError("temperature: give a positive number or a non-empty list of them")
+    grid = tuple(positive_real(value, "temperature") for value in values)
+    if len(set(grid)) != len(grid):
+        raise ValueError(f"temperature: the grid {list(grid)} repeats a value")
+    return grid
 
 
 @dataclass
 class PerturbationSearchResult:
-    """Candidates, their scores and the selected perturbation; prints, plots and saves itself."""
+    """Candidates x temperatures, their scores and the selected ``(eps, T)``; prints, plots and saves itself.
+
+    Table rows are ``(candidate, temperature)`` pairs, temperature-major: row ``k * S + s`` is candidate
+    ``s`` at ``temperatures[k]`` (with one temperature, row = candidate). ``best_index`` is a row.
+    """
 
     epsilons: Tensor  # (S, C|1, M); candidate 0 is the zero perturbation when include_zero
-    table: dict[str, np.ndarray]  # column -> (S,) values, see COLUMNS / COLUMN_HELP
+    table: dict[str, np.ndarray]  # column -> (S * K,) values, see COLUMNS / COLUMN_HELP
     criterion: str
     best_index: int
     settings: dict[str, Any] = field(default_factory=dict)
@@ -78,42 +125,115 @@ class PerturbationSearchResult:
         return int(self.epsilons.shape[0])
 
     @property
+    def temperatures(self) -> tuple[float, ...]:
+        return tuple(self.settings.get("temperatures", (1.0,)))
+
+    @property
+    def form(self) -> str:
+        return str(self.settings.get("form", "full"))
+
+    @property
+    def n_rows(self) -> int:
+        return int(len(self.table["candidate"]))
+
+    @property
     def scores(self) -> np.ndarray:
-        """The selection criterion of every candidate, shape ``(S,)``."""
+        """The selection criterion of every row, shape ``(S * K,)``."""
         return self.table[self.criterion]
+
+    @property
+    def eligible(self) -> np.ndarray:
+        """Boolean mask of the rows that may be selected."""
+        return self.table["eligible"].astype(bool)
+
+    def epsilon(self, row: int) -> Tensor:
+        """The perturbation of ``row``: ``(C, M)`` (class-wise) or ``(M,)`` (shared), ready for ``PTLoss``."""
+        eps = self.epsilons[int(self.table["candidate"][row])]
+        return eps[0] if eps.shape[0] == 1 else eps
+
+    def temperature(self, row: int) -> float:
+        return float(self.table["temperature"][row])
+
+    def row(self, candidate: int, temperature: float | None = None) -> int:
+        """The table row of ``candidate`` at ``temperature`` (default: the selected temperature)."""
+        temperature = self.best_temperature if temperature is None else float(temperature)
+        if temperature not in self.temperatures:
+            grid = list(self.temperatures)
+            raise ValueError(f"temperature {temperature:g} is not in the searched grid {grid}")
+        if not 0 <= int(candidate) < self.n_candidates:
+            raise ValueError(f"candidate must be in [0, {self.n_candidates - 1}], got {candidate!r}")
+        return self.temperatures.index(temperature) * self.n_candidates + int(candidate)
+
+    def ptloss_kwargs(self, row: int | None = None) -> dict[str, Any]:
+        """``PTLoss(**result.ptloss_kwargs())`` is the loss whose proxy was scored in ``row`` (default: the
+        selected row): ``{"epsilon", "temperature", "form"}``."""
+        row = self.best_index if row is None else int(row)
+        return {"epsilon": self.epsilon(row), "temperature": self.temperature(row), "form": self.form}
+
+    @property
+    def best_candidate(self) -> int:
+        return int(self.table["candidate"][self.best_index])
 
     @property
     def best_epsilon(self) -> Tensor:
         """The selected perturbation: ``(C, M)`` (class-wise) or ``(M,)`` (shared), ready for ``PTLoss``."""
-        eps = self.epsilons[self.best_index]
-        return eps[0] if eps.shape[0] == 1 else eps
+        return self.epsilon(self.best_index)
+
+    @property
+    def best_temperature(self) -> float:
+        return self.temperature(self.best_index)
+
+    @property
+    def selected(self) -> tuple[Tensor, float]:
+        """The selection as ``(eps, T)``."""
+        return self.best_epsilon, self.best_temperature
 
     @property
     def best_score(self) -> float:
         return float(self.scores[self.best_index])
 
+    def zero_rows(self) -> dict[float, int]:
+        """``{T: row}`` of the ``eps = 0`` candidate at each temperature (temperature KD's proxy); empty
+        when the zero perturbation was not included."""
+        if not self.settings.get("include_zero", True):
+            return {}
+        return {t: k * self.n_candidates for k, t in enumerate(self.temperatures)}
+
+    @property
+    def baseline_index(self) -> int | None:
+        """Row of ``eps = 0`` at ``T = 1`` (the plain teacher) if in the grid, else at the first
+        temperature."""
+        rows = self.zero_rows()
+        if not rows:
+            return None
+        return rows.get(1.0, rows[self.temperatures[0]])
+
     @property
     def baseline_score(self) -> float | None:
-        """Score of the plain teacher (candidate 0) when the zero perturbation was included."""
-        return float(self.scores[0]) if self.settings.get("include_zero", True) else None
+        """Score of ``eps = 0`` (see :attr:`baseline_index`) when the zero perturbation was included."""
+        index = self.baseline_index
+        return None if index is None else float(self.scores[index])
 
     def rows(self) -> list[dict[str, float | int]]:
-        """The candidate table as a list of rows (one dict per candidate)."""
+        """The table as a list of rows (one dict per (candidate, temperature))."""
         out = []
-        for i in range(self.n_candidates):
+        for i in range(self.n_rows):
             row: dict[str, float | int] = {}
             for key in COLUMNS:
                 value = self.table[key][i]
-                row[key] = int(value) if key in ("candidate", "n_nonconvex", "n_boundary") else float(value)
+                row[key] = int(value) if key in INTEGER_COLUMNS else float(value)
             out.append(row)
         return out
 
     def to_dict(self, include_epsilons: bool = True) -> dict[str, Any]:
-        """JSON-serialisable summary: settings, best candidate, the table and (optionally) all candidates."""
+        """JSON-serialisable summary: settings, selection, the table and (optionally) all candidates."""
         out: dict[str, Any] = {
             "criterion": self.criterion,
             "best_index": self.best_index,
+            "best_candidate": self.best_candidate,
+            "best_temperature": self.best_temperature,
             "best_score": self.best_score,
+            "baseline_index": self.baseline_index,
             "baseline_score": self.baseline_score,
             "best_epsilon": self.best_epsilon.tolist(),
             "settings": dict(self.settings),
@@ -125,20 +245,11 @@ class PerturbationSearchResult:
         return out
 
     def to_json(self, path: str | Path, include_epsilons: bool = True) -> Path:
-        path = Path(path)
-        atomic_write_json(path, self.to_dict(include_epsilons))
-        return path
+        return atomic_write_json(Path(path), self.to_dict(include_epsilons))
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write the candidate table (one row per candidate) as CSV, atomically."""
-        path = Path(path)
-        lines = [",".join(COLUMNS)]
-        for row in self.rows():
-            lines.append(
-                ",".join(repr(row[key]) if isinstance(row[key], float) else str(row[key]) for key in COLUMNS)
-            )
-        atomic_write_text(path, "\n".join(lines) + "\n")
-        return path
+        """Write the table (one row per (candidate, temperature)) as CSV, atomically."""
+        return atomic_write_csv(Path(path), self.rows(), COLUMNS)
 
     @staticmethod
     def read_csv(path: str | Path) -> list[dict[str, float]]:
@@ -149,45 +260,52 @@ class PerturbationSearchResult:
     def __repr__(self) -> str:  # the dataclass default would dump every candidate's epsilon
         return (
             f"PerturbationSearchResult(n_candidates={self.n_candidates}, "
+            f"temperatures={list(self.temperatures)}, form={self.form!r}, "
             f"epsilon_shape={tuple(self.epsilons.shape[1:])}, criterion={self.criterion!r}, "
             f"best_index={self.best_index}, best_score={self.best_score:.6g})"
         )
 
     def __str__(self) -> str:
-        s = self.settings
-        order = np.argsort(self.scores, kind="stable")
+        s, t = self.settings, self.table
+        eligible = self.eligible
         lines = [
             f"PerturbationSearchResult: {self.n_candidates} candidates (M={s.get('M')}, "
             f"{s.get('distribution')}(scale={s.get('scale')}), class_wise={s.get('class_wise')}, "
-            f"seed={s.get('seed')}) on {s.get('n_examples')} examples x {s.get('n_classes')} classes",
-            f"criterion {self.criterion}: best candidate {self.best_index} = {self.best_score:.6f}"
+            f"seed={s.get('seed')}) x T in {list(self.temperatures)}, form={self.form}, "
+            f"proxy space={s.get('space', 'softened')}, on {s.get('n_examples')} examples x "
+            f"{s.get('n_classes')} classes",
+            f"criterion {self.criterion}: selected candidate {self.best_candidate} at T = "
+            f"{self.best_temperature:g} (row {self.best_index}) = {self.best_score:.6f}"
             + (
-                f" (plain teacher {self.baseline_score:.6f}, "
+                f" (eps = 0 at T = {self.temperature(self.baseline_index):g}: {self.baseline_score:.6f}, "
                 f"change {self.best_score - self.baseline_score:+.6f})"
-                if self.baseline_score is not None
+                if self.baseline_index is not None
                 else ""
             ),
-            f"  {'cand':>5} {'brier':>10} {'tv':>10} {'nll':>10} {'acc':>7} {'shift_tv':>9} {'convex':>7}",
+            f"  {'row':>5} {'cand':>5} {'T':>6} {'brier':>9} {'tv':>8} {'nll':>8} {'acc':>6} "
+            f"{'shift_tv':>8} {'eps_tv':>8} {'convex':>6} {'conv':>5}",
         ]
-        shown = list(order[:5])
-        if self.baseline_score is not None and 0 not in shown:
-            shown.append(0)
+        order = [int(i) for i in np.argsort(np.where(eligible, self.scores, np.inf), kind="stable")]
+        shown = order[:5] + [row for row in self.zero_rows().values() if row not in order[:5]]
         for i in shown:
-            t = self.table
             lines.append(
-                f"  {i:>5d} {t['brier'][i]:10.6f} {t['tv'][i]:10.6f} {t['nll'][i]:10.6f} "
-                f"{t['accuracy'][i]:7.4f} "
-                f"{t['shift_tv'][i]:9.5f} {'yes' if t['convexity_margin'][i] > 0 else 'no':>7}"
+                f"  {i:>5d} {int(t['candidate'][i]):>5d} {t['temperature'][i]:>6g} {t['brier'][i]:9.5f} "
+                f"{t['tv'][i]:8.5f} {t['nll'][i]:8.5f} {t['accuracy'][i]:6.4f} {t['shift_tv'][i]:8.5f} "
+                f"{t['eps_shift_tv'][i]:8.5f} {'yes' if t['convex'][i] else 'no':>6} "
+                f"{'yes' if t['converged'][i] else 'NO':>5}"
             )
-        failed = int(np.sum(self.table["converged_fraction"] < 1))
-        if failed:
-            lines.append(
-                f"  warning: {failed} candidate(s) had proxy solves that did not converge everywhere"
-            )
+        n_failed, n_nonconvex = int(np.sum(t["converged"] == 0)), int(np.sum(t["convex"] == 0))
+        lines.append(
+            f"  {n_nonconvex} of {self.n_rows} rows non-convex"
+            + (" (not selectable)" if s.get("require_convex", True) else "")
+            + f", {n_failed} not converged (never selected)"
+        )
         return "\n".join(lines)
 
     def plot(self, ax: Any = None, path: str | Path | None = None, criterion: str | None = None) -> Any:
-        """Scatter of each candidate's score (plain teacher and best marked); saves to ``path`` if given."""
+        """Each row's score against its candidate index, one colour per temperature; rows that are not
+        eligible are drawn apart (grey crosses: not converged; hollow: non-convex), never as regular points;
+        the selection is a red star. Saves to ``path`` if given."""
         import matplotlib
 
         if ax is None and path is not None:
@@ -196,22 +314,41 @@ class PerturbationSearchResult:
         from matplotlib.ticker import MaxNLocator
 
         criterion = criterion or self.criterion
-        if criterion not in self.table:
-            raise ValueError(f"criterion must be one of {sorted(self.table)}, got {criterion!r}")
-        values = self.table[criterion]
+        if criterion not in CRITERIA + ("accuracy", "shift_tv", "eps_shift_tv"):
+            raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
+        values, t = self.table[criterion], self.table
+        converged, convex = t["converged"].astype(bool), t["convex"].astype(bool)
+        regular = self.eligible
         fig = None
         if ax is None:
             fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        ax.scatter(np.arange(self.n_candidates), values, s=10, color="tab:blue", label="random candidates")
-        if self.baseline_score is not None:
-            ax.axhline(values[0], color="gray", linestyle="--", label="plain teacher (eps = 0)")
-        ax.scatter(
-            [self.best_index], [values[self.best_index]], s=80, marker="*", color="tab:red", label="selected"
-        )
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(self.temperatures), 1)))
+        for k, temperature in enumerate(self.temperatures):
+            rows = (t["temperature"] == temperature) & regular
+            label = f"T = {temperature:g}"
+            ax.scatter(t["candidate"][rows], values[rows], s=10, color=colours[k], label=label)
+        hollow = converged & ~convex & ~regular
+        if hollow.any():
+            ax.scatter(
+                t["candidate"][hollow], values[hollow], s=14, facecolors="none", edgecolors="gray",
+                label="non-convex (not selectable)",
+            )  # fmt: skip
+        failed = ~converged & np.isfinite(values)
+        if failed.any():
+            ax.scatter(
+                t["candidate"][failed], values[failed], s=14, marker="x", color="lightgray",
+                label="not converged (never selected)",
+            )  # fmt: skip
+        if self.baseline_index is not None:
+            label = f"eps = 0, T = {self.temperature(self.baseline_index):g}"
+            ax.axhline(values[self.baseline_index], color="gray", linestyle="--", label=label)
+        best = self.best_index
+        ax.scatter([t["candidate"][best]], [values[best]], s=90, marker="*", color="tab:red",
+                   label="selected")
         ax.set_xlabel("candidate")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{criterion} of the proxy teacher (validation)")
-        ax.set_title("PTLoss perturbation search")
+        ax.set_title(f"PTLoss perturbation search ({self.form} form)")
         ax.legend(loc="best", fontsize="small")
         if path is not None:
             atomic_save_figure(ax.figure, path, bbox_inches="tight")
@@ -225,14 +362,24 @@ def sample_candidates(
     M: int,
     n_candidates: int,
     *,
-    scale: float = 0.25,
-    distribution: str = "uniform",
+    scale: float = DEFAULT_SCALE,
+    distribution: str = DEFAULT_DISTRIBUTION,
     seed: int = 0,
     class_wise: bool = True,
     include_zero: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Random perturbations ``(S, C, M)`` (class-wise) or ``(S, 1, M)`` (shared); candidate 0 = zeros."""
+    """Random perturbations ``(S, C, M)`` (class-wise) or ``(S, 1, M)`` (shared); candidate 0 = zeros.
+
+    ``distribution="relative"`` (default): ``eps_{k,m} = delta_{k,m} / m`` with ``delta ~ uniform(-scale,
+    scale)``, i.e. each series coefficient ``1/m`` is scaled by ``1 + delta``. For ``scale < 1`` every such
+    candidate has a convex proxy problem for any M and both forms (full form: ``p^2 |h''(1 - p)| <= scale
+    p^2 sum_{m>=2} (m - 1) (1 - p)^(m-2) <= scale``, so :func:`~selfdistill.ptloss.proxy.convexity_margin`
+    ``>= 1 - scale``, and ``W >= 1 - scale > 0``; truncated form: every coefficient stays positive), while
+    the first-order coefficient, which alone moves a sharp teacher and never affects convexity, ranges
+    over ``(-scale, scale)``. ``"uniform"``: each entry from ``uniform(-scale, scale)`` (orders m >= 2
+    make the problem non-convex quickly as ``scale`` grows); ``"normal"``: ``normal(0, scale^2)``. Seeded.
+    """
     M = positive_int(M, "M (number of perturbed series orders)")
     n_candidates = positive_int(n_candidates, "n_candidates")
     scale = positive_real(scale, "scale")
@@ -241,10 +388,12 @@ def sample_candidates(
     rows = num_classes if class_wise else 1
     generator = torch.Generator().manual_seed(int(seed))
     n_random = n_candidates - 1 if include_zero else n_candidates
-    if distribution == "uniform":
-        random = (torch.rand(n_random, rows, M, generator=generator, dtype=torch.float64) * 2 - 1) * scale
-    else:
+    if distribution == "normal":
         random = torch.randn(n_random, rows, M, generator=generator, dtype=torch.float64) * scale
+    else:
+        random = (torch.rand(n_random, rows, M, generator=generator, dtype=torch.float64) * 2 - 1) * scale
+        if distribution == "relative":
+            random /= torch.arange(1, M + 1, dtype=torch.float64)
     parts = [torch.zeros(1, rows, M, dtype=torch.float64)] if include_zero else []
     return torch.cat([*parts, random]).to(dtype)
 
@@ -271,40 +420,65 @@ def _check_labels(labels: Tensor | np.ndarray, n_examples: int, n_classes: int) 
     return labels
 
 
+def _zero_proxy(
+    softened: Tensor, eps_shape: tuple[int, int], temperature: float, form: str, space: str, **solve: Any
+) -> Tensor:
+    """The ``eps = 0`` proxy teacher at ``temperature`` in ``space`` (the reference of ``eps_shift_tv``)."""
+    zero = torch.zeros(1, *eps_shape, dtype=softened.dtype, device=softened.device)
+    out = torch.empty_like(softened)
+    for _, ex, p, _, _ in iter_proxy_blocks(softened, zero, form=form, **solve):
+        out[ex] = to_space(p[0], temperature, space)
+    return out
+
+
 def select_perturbation(
     teacher_probs_val: Tensor | np.ndarray,
     labels_val: Tensor | np.ndarray,
     M: int = 5,
     n_candidates: int = 200,
     *,
-    scale: float = 0.25,
-    distribution: str = "uniform",
+    temperature: float | Sequence[float] = 1.0,
+    form: str = "full",
+    space: str = "softened",
+    scale: float = DEFAULT_SCALE,
+    distribution: str = DEFAULT_DISTRIBUTION,
     seed: int = 0,
     criterion: str = "brier",
     class_wise: bool = True,
     include_zero: bool = True,
     candidates: Tensor | None = None,
+    require_convex: bool = True,
     dtype: torch.dtype = torch.float32,
     max_iter: int = 100,
     tol: float | None = None,
     max_elements: int = 1 << 19,
     prob_atol: float = 1e-4,
-    min_converged: float = 0.999,
+    min_converged: float = 1.0,
 ) -> PerturbationSearchResult:
-    """Pick the perturbation whose proxy teacher is closest to the labels (module docstring).
+    """Pick ``(eps, T)`` whose proxy teacher, for the loss trained at ``(T, form)``, is closest to the labels.
 
-    ``teacher_probs_val``: ``(N, C)`` teacher probabilities on a labeled validation set (rows sum to 1 within
-    ``prob_atol``); ``labels_val``: ``(N,)`` class indices. ``candidates`` (``(S, C|1, M)``) replaces the
-    random draw. Computation runs in ``dtype`` (float32 by default: scores to ~1e-6) in blocks of at most
-    ``max_elements`` entries. ``criterion``: ``"brier"`` (default), ``"tv"`` or ``"nll"``; ties go to the
-    lowest candidate index, so the plain teacher wins unless a perturbation is strictly better. Candidates
-    whose proxy solve converged on fewer than ``min_converged`` of the examples (float32 rounding near
-    non-convex problems) are reported but never selected.
+    ``teacher_probs_val``: ``(N, C)`` teacher probabilities (``T = 1`` softmax) on a labeled validation set
+    (rows sum to 1 within ``prob_atol``); ``labels_val``: ``(N,)`` class indices. ``temperature``: one ``T``
+    or a grid; ``form``: the PTLoss form trained; ``space``: ``"softened"`` scores the target of the
+    student's tempered softmax, ``"student"`` the student's ``T = 1`` prediction (module docstring of
+    :mod:`selfdistill.ptloss.proxy`). ``candidates`` (``(S, C|1, M)``) replaces the random draw. The
+    computation runs in ``dtype`` (float32 by default) in blocks of at most ``max_elements`` entries.
+    ``criterion``: ``"brier"`` (default), ``"tv"`` or ``"nll"``. A row is eligible when at least
+    ``min_converged`` of its examples converged (default: all) and, with ``require_convex`` (default), its
+    problem is certified convex; the lowest score among eligible rows wins (ties: the lowest row, so
+    ``eps = 0`` wins unless a perturbation is strictly better). No eligible row is a ValueError.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if not 0 < min_converged <= 1:
+        raise ValueError(f"min_converged must be in (0, 1], got {min_converged!r}")
+    temperatures = _temperature_grid(temperature)
     probs = check_probabilities(torch.as_tensor(teacher_probs_val), "teacher_probs_val", atol=prob_atol).to(
         dtype
     )
@@ -332,51 +506,71 @@ def select_perturbation(
         include_zero = bool(eps[0].abs().amax() == 0)
     eps = eps.to(probs.device)
     tol = default_tolerance(dtype) if tol is None else tol
+    solve = {"max_iter": max_iter, "tol": tol, "max_elements": max_elements}
 
-    n_cand = eps.shape[0]
-    sums = {
-        key: torch.zeros(n_cand, dtype=torch.float64)
-        for key in ("brier", "tv", "nll", "accuracy", "shift_tv")
-    }
-    n_converged = torch.zeros(n_cand, dtype=torch.float64)
-    max_residual = torch.zeros(n_cand, dtype=torch.float64)
-    n_nonconvex = torch.zeros(n_cand, dtype=torch.int64)
-    n_boundary = torch.zeros(n_cand, dtype=torch.int64)
+    n_cand, n_temp = eps.shape[0], len(temperatures)
+    n_rows = n_cand * n_temp
+    metrics = ("brier", "tv", "nll", "accuracy", "shift_tv", "eps_shift_tv")
+    sums = {key: torch.zeros(n_rows, dtype=torch.float64) for key in metrics}
+    n_converged = torch.zeros(n_rows, dtype=torch.float64)
+    max_residual = torch.zeros(n_rows, dtype=torch.float64)
+    n_nonconvex = torch.zeros(n_rows, dtype=torch.int64)
+    n_boundary = torch.zeros(n_rows, dtype=torch.int64)
     tiny = torch.finfo(dtype).tiny
-    for cand, ex, p, info, _ in iter_proxy_blocks(
-        probs, eps, max_iter=max_iter, tol=tol, max_elements=max_elements
-    ):
-        y = labels[ex]
-        p_label = p.gather(-1, y.view(1, -1, 1).expand(p.shape[0], -1, 1)).squeeze(-1)  # (s, n)
-        brier = (p * p).sum(-1) - 2 * p_label + 1
-        sums["brier"][cand] += brier.sum(-1).double().cpu()
-        sums["tv"][cand] += (1 - p_label).sum(-1).double().cpu()
-        sums["nll"][cand] += (-torch.log(p_label.clamp_min(tiny))).sum(-1).double().cpu()
-        sums["accuracy"][cand] += (p_label >= p.amax(-1)).sum(-1).double().cpu()  # (amax: argmax is slow)
-        sums["shift_tv"][cand] += (0.5 * (p - probs[ex]).abs().sum(-1)).sum(-1).double().cpu()
-        n_converged[cand] += info["converged"].sum(-1).double().cpu()
-        max_residual[cand] = torch.maximum(max_residual[cand], info["residual"].amax(-1).double().cpu())
-        n_nonconvex[cand] += info["nonconvex"].sum(-1).cpu()
-        n_boundary[cand] += info["boundary"].sum(-1).cpu()
+    for k, t in enumerate(temperatures):
+        softened = soften_probabilities(probs, t)
+        reference = _zero_proxy(softened, tuple(eps.shape[1:]), t, form, space, **solve)
+        for cand, ex, p, info, _ in iter_proxy_blocks(softened, eps, form=form, **solve):
+            p = to_space(p, t, space)
+            rows = slice(k * n_cand + cand.start, k * n_cand + cand.stop)
+            y = labels[ex]
+            p_label = p.gather(-1, y.view(1, -1, 1).expand(p.shape[0], -1, 1)).squeeze(-1)  # (s, n)
+            brier = (p * p).sum(-1) - 2 * p_label + 1
+            sums["brier"][rows] += brier.sum(-1).double().cpu()
+            sums["tv"][rows] += (1 - p_label).sum(-1).double().cpu()
+            sums["nll"][rows] += (-torch.log(p_label.clamp_min(tiny))).sum(-1).double().cpu()
+            sums["accuracy"][rows] += (p_label >= p.amax(-1)).sum(-1).double().cpu()  # (argmax is slow)
+            sums["shift_tv"][rows] += (0.5 * (p - probs[ex]).abs().sum(-1)).sum(-1).double().cpu()
+            sums["eps_shift_tv"][rows] += (0.5 * (p - reference[ex]).abs().sum(-1)).sum(-1).double().cpu()
+            n_converged[rows] += info["converged"].sum(-1).double().cpu()
+            max_residual[rows] = torch.maximum(max_residual[rows], info["residual"].amax(-1).double().cpu())
+            n_nonconvex[rows] += info["nonconvex"].sum(-1).cpu()
+            n_boundary[rows] += info["boundary"].sum(-1).cpu()
 
     table = {key: (value / n_examples).numpy() for key, value in sums.items()}
-    table["candidate"] = np.arange(n_cand)
-    table["convexity_margin"] = convexity_margin(eps.double().cpu()).numpy()
+    table["candidate"] = np.tile(np.arange(n_cand), n_temp)
+    table["temperature"] = np.repeat(np.asarray(temperatures, dtype=float), n_cand)
+    margin = convexity_margin(eps.double().cpu(), form=form).numpy()
+    table["convexity_margin"] = np.tile(margin, n_temp)
+    table["convex"] = (table["convexity_margin"] > 0).astype(np.int64)
     table["converged_fraction"] = (n_converged / n_examples).numpy()
+    table["converged"] = (table["converged_fraction"] >= min_converged).astype(np.int64)
     table["max_residual"] = max_residual.numpy()
     table["n_nonconvex"] = n_nonconvex.numpy()
     table["n_boundary"] = n_boundary.numpy()
-    reliable = table["converged_fraction"] >= min_converged  # candidates with failed solves are never chosen
-    scores = np.where(reliable, table[criterion], np.inf)
-    best = int(np.argmin(scores)) if np.isfinite(scores).any() else 0
+    eligible = table["converged"].astype(bool) & (table["convex"].astype(bool) | (not require_convex))
+    eligible &= np.isfinite(table[criterion])
+    table["eligible"] = eligible.astype(np.int64)
+    if not eligible.any():
+        raise ValueError(
+            f"no eligible candidate: of {n_rows} (candidate, temperature) rows, "
+            f"{int(np.sum(table['converged'] == 0))} did not converge and "
+            f"{int(np.sum(table['convex'] == 0))} are non-convex; lower scale, raise max_iter/tol, or pass "
+            "require_convex=False"
+        )
+    best = int(np.argmin(np.where(eligible, table[criterion], np.inf)))
     settings = {
         "M": int(M),
         "n_candidates": int(n_cand),
+        "temperatures": list(temperatures),
+        "form": form,
+        "space": space,
         "scale": float(scale),
         "distribution": distribution if candidates is None else "given",
         "seed": int(seed),
         "class_wise": bool(class_wise),
         "include_zero": bool(include_zero),
+        "require_convex": bool(require_convex),
         "n_examples": int(n_examples),
         "n_classes": int(n_classes),
         "dtype": str(dtype).replace("torch.", ""),
