@@ -104,12 +104,37 @@ nitpicky = True
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # third-party and standard-library types in signatures and docstrings: their documentation lives on
     # their own sites, which an offline build cannot link to (no intersphinx)
-    (r"py:.*", r"(numpy|torch|sklearn|scipy|matplotlib|pathlib|os|collections\.abc|typing)(\..*)?"),
+    (r"py:.*", r"(numpy|np|torch|sklearn|scipy|matplotlib|pathlib|os|argparse|collections\.abc|typing)(\..*)?"),
+    # pathlib.Path in an annotation that autodoc shows by its bare name
+    (r"py:class", r"Path"),
     # internal helpers that appear in signatures but are not part of the public API
     (r"py:class", r"selfdistill\.nn\.distributed\.DistContext"),
     # proxy_teacher's docstring names this helper relative to its own module (selfdistill.ptloss.proxy);
     # the API lists proxy_teacher under selfdistill.ptloss, where the helper is not exported
     (r"py:func", r"default_tolerance"),
+]
+# Names that docstrings of modules under rework (nn/chain.py, experiments/config.py, experiments/distill.py:
+# the neural API of issue 10) mention but that the API reference does not list yet. Exact names, one by
+# one, so that any NEW unresolved reference still fails the build; remove them when those modules get
+# their API entries.
+nitpick_ignore: list[tuple[str, str]] = [
+    # selfdistill.nn.chain (module and run_chain docstrings)
+    ("py:mod", "selfdistill.nn.checkpoint"),
+    ("py:func", "spec_settings"),
+    # selfdistill.experiments.config (module docstring, DataConfig.load, ExperimentConfig fields)
+    ("py:class", "DistillConfig"),
+    ("py:class", "selfdistill.experiments.config.DistillConfig"),
+    ("py:data", "MIN_TRAINING_EXAMPLES"),
+    ("py:func", "config_differences"),
+    ("py:func", "result_settings"),
+    # selfdistill.experiments.distill (module docstring: its stages and the modules it builds on)
+    ("py:func", "stage_teacher"),
+    ("py:func", "stage_teacher_outputs"),
+    ("py:func", "stage_search"),
+    ("py:func", "stage_students"),
+    ("py:func", "stage_summary"),
+    ("py:mod", "selfdistill.nn.methods"),
+    ("py:mod", "selfdistill.experiments.runs"),
 ]
 
 
