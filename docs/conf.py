@@ -16,6 +16,13 @@ ROOT = DOCS.parent
 # Document (and run the examples against) the code of THIS checkout, installed or not.
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The gallery runs in this process. Its matrices are small (K <= 3,000), where one BLAS / OpenMP thread is
+# about as fast as two; and when the cores are shared (CI runners, a busy laptop), multithreaded OpenBLAS
+# can be many times slower (measured on the development machine with another process busy: one 2000 x 2000
+# scipy.linalg.eigh took 18.6 s with 2 threads, 1.5 s with 1). One thread keeps the build time predictable;
+# set these variables before the build to override. They must be set before NumPy is first imported.
+for _threads_variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads_variable, "1")
 
 import selfdistill  # noqa: E402  (needs the path above)
 
@@ -104,7 +111,10 @@ nitpicky = True
 nitpick_ignore_regex: list[tuple[str, str]] = [
     # third-party and standard-library types in signatures and docstrings: their documentation lives on
     # their own sites, which an offline build cannot link to (no intersphinx)
-    (r"py:.*", r"(numpy|np|torch|sklearn|scipy|matplotlib|pathlib|os|argparse|collections\.abc|typing)(\..*)?"),
+    (
+        r"py:.*",
+        r"(numpy|np|torch|sklearn|scipy|matplotlib|pathlib|os|argparse|collections\.abc|typing)(\..*)?",
+    ),
     # pathlib.Path in an annotation that autodoc shows by its bare name
     (r"py:class", r"Path"),
     # internal helpers that appear in signatures but are not part of the public API

@@ -82,7 +82,7 @@ for name, path in paths.items():
     print(f"{name:>18}: best {path.param_name} = {path.params[s]:.4g}, tr h = {path.dof[s]:.2f}, "
           f"test MSE {test_mse[name][s]:.4f}")
 
-fig, (ax_mse, ax_h) = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
+fig, ax_mse = plt.subplots(figsize=(7, 4.2), layout="constrained")
 for name, path in paths.items():
     style = "o-" if name == "self-distillation" else ".-"
     line, = ax_mse.plot(path.dof, test_mse[name], style, ms=4, label=name)
@@ -90,16 +90,20 @@ for name, path in paths.items():
 ax_mse.set(xscale="log", yscale="log", xlabel="tr h (effective degrees of freedom)",
            ylabel="test MSE against the truth", title="every step of every method")
 ax_mse.legend(fontsize="small")
+plt.show()
 
 # %%
 # The filters at each method's best step
 # --------------------------------------
-# Ridge's filter ``d / (d + c)`` falls off smoothly; the cut-off keeps a sharp block; gradient descent and
-# boosting are smooth steps too. Self-distillation multiplies one ridge filter per round, ``prod_t
-# d / (d + c_t)``: a much steeper fall-off, which separates large and small eigenvalues more than any
-# single ridge fit can.
+# Ridge's filter ``d / (d + c)`` falls off slowly: it keeps a little of every small eigen-direction, where
+# the noise lives. The cut-off keeps a sharp block. Boosting and gradient descent are steeper smooth steps
+# that reach 1 on the large eigenvalues. Self-distillation multiplies one ridge filter per round,
+# ``prod_t d / (d + c_t)`` (eq. 45): steeper than ridge too, but, as a product of factors below 1, it also
+# shrinks the large eigen-directions a little. Its ratios between large and small eigenvalues grow with
+# every round, which no single ridge fit can do.
 d = spectrum.eigenvalues
 keep = d > 1e-12 * d_max
+fig, ax_h = plt.subplots(figsize=(7, 4.2), layout="constrained")
 for name, path in paths.items():
     label = f"{name} (tr h {path.dof[best[name]]:.1f})"
     ax_h.semilogx(d[keep], path.filters[best[name]][keep], ".-", ms=3, label=label)
