@@ -41,11 +41,14 @@ AUTO_GRID_SIZE = 40
 
 
 class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
-    """Shared base: kernel, eigendecomposition, the path, the choice of the step, predict.
+    """Shared base of the filter estimators: kernel, eigendecomposition, the path, the choice of the step.
 
-    Subclasses define ``_grid()`` (the hyperparameter values to build the path on, and whether to choose
-    among them) and ``_path(spectrum, y, grid)``. Kernel parameters as in KernelRidge; selection,
-    n_folds, holdout_fraction, random_state as in KernelSelfDistillation(n_rounds="auto").
+    :class:`SpectralRidge`, :class:`KernelBoosting`, :class:`KernelGradientDescent`,
+    :class:`KernelGradientFlow` and :class:`SpectralCutoff` inherit ``fit``, ``predict`` and
+    ``staged_predict`` from here. Subclasses define ``_grid()`` (the hyperparameter values to build the path
+    on, and whether to choose among them) and ``_path(spectrum, y, grid)``. Kernel parameters as in
+    KernelRidge; ``selection``, ``n_folds``, ``holdout_fraction``, ``random_state`` as in
+    ``KernelSelfDistillation(n_rounds="auto")``.
     """
 
     def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:  # pragma: no cover - abstract
@@ -75,6 +78,20 @@ class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self._path(spectrum, y, own_grid if grid is None else grid), choose
 
     def fit(self, X: Any, y: Any) -> SpectralFilterRegressor:
+        """One eigendecomposition, the method's path over its grid, and the choice of the step.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, n_samples)
+            Training inputs, or the raw kernel matrix with ``kernel="precomputed"``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Labels.
+
+        Returns
+        -------
+        SpectralFilterRegressor
+            The fitted estimator (``self``).
+        """
         from selfdistill.kernel.estimator import _require_finite
 
         _require_finite("X", X)
@@ -175,6 +192,10 @@ class SpectralRidge(SpectralFilterRegressor):
     X_fit_ : ndarray
         Training inputs (the kernel's second argument).
 
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
+
     Examples
     --------
     >>> import numpy as np
@@ -242,6 +263,10 @@ class KernelBoosting(SpectralFilterRegressor):
         ``tr h`` of the step used.
     X_fit_ : ndarray
         Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -300,6 +325,10 @@ class KernelGradientDescent(SpectralFilterRegressor):
         ``tr h`` of the step used.
     X_fit_ : ndarray
         Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -350,6 +379,10 @@ class KernelGradientFlow(SpectralFilterRegressor):
         ``tr h`` of the step used.
     X_fit_ : ndarray
         Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -402,6 +435,10 @@ class SpectralCutoff(SpectralFilterRegressor):
         ``tr h`` of the step used.
     X_fit_ : ndarray
         Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
