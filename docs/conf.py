@@ -43,6 +43,9 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+# No typographic quotes or dashes: docstrings are also --help texts and code-like prose ("--target" must not
+# become an en dash, default="rbf" must keep its straight quotes).
+smartquotes = False
 root_doc = "index"
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb", "auto_examples/*.py"]
 templates_path = ["_templates"]
