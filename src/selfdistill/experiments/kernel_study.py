@@ -1,41 +1,54 @@
 """Is self-distillation worth it? Kernel self-distillation against tuned spectral baselines, and choosing
-the round without the test set. One command, minutes on a CPU:
+the round without the test set. One command, minutes on a CPU::
 
-  selfdistill study --out results/kernel_study
+    selfdistill study --out results/kernel_study
 
 Per dataset, label-noise level and seed (a seed draws the subset and the train/validation/test split, the
 same at every noise level, and the label noise), one eigendecomposition of the training kernel matrix serves
-every method (``selfdistill.kernel.filters``); each method's own
-hyperparameter is tuned on the SAME validation split, and its test error reported:
-  sd           self-distillation (Mobahi et al. 2020), eps-constrained: eps and round chosen on validation
-               (eps = e_min + f (||y||^2/K - e_min), f on a 48-point log grid from 1e-7 to 0.9; e_min the
-               unreachable null-space part; at most 60 rounds)
-  sd_oracle    the same chain (eps as chosen on validation), round chosen on the TEST set: a reference only
-  sd_default   the estimator's default eps (f = 0.1), round chosen on validation
-  mix_1step    one student with ground-truth mixing: KernelRidge teacher with alpha on the ridge grid, the
-               closed-form validation-optimal xi (selfdistill.kernel.mixing), alpha chosen on validation
-  ridge        kernel ridge, c = alpha / K on a 57-point log grid from 1e-12 to 10 times d_max
-  gd           gradient descent in the RKHS, eta = 1 / d_max, the number of steps (80-point log grid up
-               to 1e12; closed form, so large counts cost nothing)
-  boosting     L2-boosting with a weak KernelRidge base learner (c = d_max, i.e. alpha = K d_max), the
-               number of fits (the same grid)
-  cutoff       spectral cut-off, the number of leading eigen-directions
+every method (:mod:`selfdistill.kernel.filters`); each method's own hyperparameter is tuned on the SAME
+validation split, and its test error reported:
+
+``sd``
+    Self-distillation (Mobahi et al. 2020), eps-constrained: eps and round chosen on validation
+    (``eps = e_min + f (||y||^2/K - e_min)``, f on a 48-point log grid from 1e-7 to 0.9; e_min the
+    unreachable null-space part; at most 60 rounds).
+``sd_oracle``
+    The same chain (eps as chosen on validation), round chosen on the TEST set: a reference only.
+``sd_default``
+    The estimator's default eps (f = 0.1), round chosen on validation.
+``mix_1step``
+    One student with ground-truth mixing: KernelRidge teacher with alpha on the ridge grid, the
+    closed-form validation-optimal xi (:mod:`selfdistill.kernel.mixing`), alpha chosen on validation.
+``ridge``
+    Kernel ridge, ``c = alpha / K`` on a 57-point log grid from 1e-12 to 10 times d_max.
+``gd``
+    Gradient descent in the RKHS, ``eta = 1 / d_max``, the number of steps (80-point log grid up to 1e12;
+    closed form, so large counts cost nothing).
+``boosting``
+    L2-boosting with a weak KernelRidge base learner (``c = d_max``, i.e. ``alpha = K d_max``), the number
+    of fits (the same grid).
+``cutoff``
+    Spectral cut-off, the number of leading eigen-directions.
+
 Separately, the round chosen WITHOUT validation data (gcv, holdout, kfold on the training split, with
-KernelSelfDistillation(n_rounds="auto")) against the oracle (test-best) round, at f = 0.1 and f = 0.01.
+``KernelSelfDistillation(n_rounds="auto")``) against the oracle (test-best) round, at f = 0.1 and
+f = 0.01.
 
 Datasets (all offline): section4 (the paper's 11 points x = 0..1, spline Green's function (59), labels
-sin(2 pi x) + N(0, sigma^2), validation: 11 fresh points, test: sin(2 pi x) on 1001 points), diabetes
-(scikit-learn), co2, sunspots, fair, randhie (statsmodels), digits (one-hot, 10 outputs). Real data: a random
-subset of at most --n-max points per seed, split 50/25/25 into train/validation/test, features standardized
-on the training split, RBF kernel with gamma = scale / median squared distance (scale fixed per dataset
-once, from ridge validation error on seed 0, before any comparison), labels standardized on the training
-split (MSE in units of the training label variance). Noise: Gaussian, sigma = level * std(y) added to
-train and validation labels (test labels are the originals); digits: a fraction of training and validation
-labels replaced by a uniformly random class. Writes runs.csv (one row per dataset, noise, seed, method),
-summary.csv (mean and std over seeds), paired.csv (paired differences a - b with a 95% t interval and a
-verdict), selection.csv and selection_summary.csv, section4_paper.csv (the paper's exact labels), and
-study.png, paired.png, selection.png. Finished (dataset, noise, seed) units are kept in runs.csv: rerun the
-same command to resume.
+``sin(2 pi x) + N(0, sigma^2)``, validation: 11 fresh points, test: ``sin(2 pi x)`` on 1001 points),
+diabetes (scikit-learn), co2, sunspots, fair, randhie (statsmodels), digits (one-hot, 10 outputs). Real
+data: a random subset of at most ``--n-max`` points per seed, split 50/25/25 into train/validation/test,
+features standardized on the training split, RBF kernel with gamma = scale / median squared distance
+(scale fixed per dataset once, from ridge validation error on seed 0, before any comparison), labels
+standardized on the training split (MSE in units of the training label variance). Noise: Gaussian,
+sigma = level * std(y) added to train and validation labels (test labels are the originals); digits: a
+fraction of training and validation labels replaced by a uniformly random class.
+
+Writes ``runs.csv`` (one row per dataset, noise, seed, method), ``summary.csv`` (mean and std over seeds),
+``paired.csv`` (paired differences a - b with a 95% t interval and a verdict), ``selection.csv`` and
+``selection_summary.csv``, ``section4_paper.csv`` (the paper's exact labels), and ``study.png``,
+``paired.png``, ``selection.png``. Finished (dataset, noise, seed) units are kept in ``runs.csv``: rerun
+the same command to resume.
 """
 
 from __future__ import annotations
@@ -68,6 +81,8 @@ STEP_GRID = 80
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset of the study: its noise model and levels and its kernel (the entries of ``DATASETS``)."""
+
     name: str
     noise_kind: str  # "gaussian" (sigma = level * std(y)), "absolute" (sigma = level), "flip" (fraction)
     noise_levels: tuple[float, ...]
@@ -75,6 +90,7 @@ class DatasetSpec:
     description: str
 
 
+#: the study's datasets by name (all offline): noise kind and levels, RBF gamma scale (None: spline kernel)
 DATASETS: dict[str, DatasetSpec] = {
     "section4": DatasetSpec("section4", "absolute", (0.25, 0.5, 1.0), None, "Mobahi et al. Section 4"),
     "diabetes": DatasetSpec("diabetes", "gaussian", (0.0, 0.5, 1.0), 1.0, "scikit-learn diabetes"),
@@ -395,6 +411,7 @@ def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
+    """Per dataset, noise and method: mean and std over seeds of the test MSE (rows of ``summary.csv``)."""
     out = []
     for (dataset, noise, method), group in _groups(rows, ("dataset", "noise", "method")).items():
         mse = np.array([r["test_mse"] for r in group])
@@ -494,6 +511,7 @@ PLOT_METHODS = ("sd", "sd_oracle", "sd_default", "mix_1step", "ridge", "gd", "bo
 
 
 def plot_study(summary: list[dict], datasets: list[str]) -> Any:
+    """``study.png``: test MSE per method and noise level (mean +- std over seeds), one panel per dataset."""
     from matplotlib.figure import Figure
 
     cols = min(4, len(datasets))
@@ -526,6 +544,8 @@ def plot_study(summary: list[dict], datasets: list[str]) -> Any:
 
 
 def plot_paired(pairs: list[dict], datasets: list[str]) -> Any:
+    """``paired.png``: the paired differences of :func:`paired` with their 95% t intervals, one panel per
+    comparison (green: the left method wins, red: it loses)."""
     from matplotlib.figure import Figure
 
     comparisons = [c for c in (f"{a} - {b}" for a, b in PAIRS) if any(p["comparison"] == c for p in pairs)]
@@ -560,6 +580,8 @@ def plot_paired(pairs: list[dict], datasets: list[str]) -> Any:
 
 
 def plot_selection(summary: list[dict], datasets: list[str]) -> Any:
+    """``selection.png``: per criterion (gcv, holdout, kfold), how often it picks the oracle round and its
+    mean test-MSE ratio to the oracle round (:func:`summarize_selection`)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10.0, 6.5), layout="constrained")
@@ -628,6 +650,12 @@ def _read_rows(path: Path, columns: list[str]) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``selfdistill study``: run (or resume) the study into ``args.out`` (see the module docstring).
+
+    ``args`` holds the options of ``add_arguments``: ``out``, ``seeds``, ``datasets`` (comma-separated),
+    ``n_max``, ``quick``, ``no_plots``, ``threads``. The folder is owned by one run at a time
+    (:class:`selfdistill.io.RunFolder`). Returns the exit status (0).
+    """
     datasets = [d.strip() for d in str(args.datasets).split(",") if d.strip()]
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown or not datasets:

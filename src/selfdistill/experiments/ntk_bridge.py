@@ -167,13 +167,44 @@ METRICS: tuple[str, ...] = ROW_COLUMNS[3:]
 class BridgeSpec:
     """One bridge run: data, network family, training, chain length, seeds (see the module docstring).
 
-    ``linearization_check``: for the first seed, also the training error per round of the network's EXACT
-    linearization (kernel ridge with the full per-output NTK blocks; the kernel costs C times the summed
-    one), which separates the network's departure from its linearization from the summed
-    kernel's (one shared kernel per output) departure from the linearization.
-    ``weight_decay`` is the network's coupled L2 weight decay on the displacement; the linearized network is
-    kernel ridge with c = weight_decay / 2 (paper convention), so it sets where the ridge sits in the NTK's
-    spectrum. ``lr``, ``momentum``, ``steps``: full-batch SGD, enough steps to reach (near) the minimum.
+    Parameters
+    ----------
+    dataset : str, default="digits"
+        A dataset of :func:`selfdistill.nn.load_data`.
+    n_train : int, default=300
+        Training points K (a subset; the NTK is K x K).
+    val_fraction : float, default=0.1
+        Share of the data held out for validation.
+    label_noise : float, default=0.3
+        Share of training labels replaced by random classes (makes the rise-then-fall visible).
+    data_seed : int, default=0
+        Seed of the subset, split and label noise.
+    hidden_sizes : tuple of int, default=(512,)
+        The MLP's hidden layers.
+    output_scale : float, default=1.0
+        s of :class:`DisplacementModel`; s > 1 (with weight decay times s^2 and learning rate over s^2) runs
+        the same network in the lazy regime, a control in which the network must follow its linearization.
+    weight_decay : float, default=0.02
+        The network's coupled L2 weight decay on the displacement; the linearized network is kernel ridge
+        with ``c = weight_decay / 2`` (paper convention), so it sets where the ridge sits in the NTK's
+        spectrum.
+    lr, momentum : float, default=0.02, 0.9
+        Full-batch SGD.
+    steps : int, default=1200
+        SGD steps per round, enough to reach (near) the minimum.
+    rounds : int, default=8
+        Rounds of every chain (round 0 included).
+    seeds : tuple of int, default=(0, 1, 2)
+        Chain seeds (initialization of every round).
+    ntk_chunk_size : int, default=128
+        ``chunk_size`` of :func:`selfdistill.nn.ntk.empirical_ntk`.
+    max_kernel_rounds : int, default=1000
+        Cap on the eps-constrained kernel chain (run until collapse).
+    linearization_check : bool, default=True
+        For the first seed, also the training error per round of the network's EXACT linearization (kernel
+        ridge with the full per-output NTK blocks; the kernel costs C times the summed one), which separates
+        the network's departure from its linearization from the summed kernel's (one shared kernel per
+        output) departure from the linearization.
     """
 
     dataset: str = "digits"
@@ -326,7 +357,18 @@ def _pearson(a: list[float], b: list[float]) -> float:
 # ------------------------------------------------------------------------------------------------ result
 @dataclass
 class BridgeResult:
-    """Per (method, seed, round) rows, their mean/std over seeds, and the comparison; prints, plots, saves."""
+    """Per (method, seed, round) rows, their mean/std over seeds, and the comparison; prints, plots, saves.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per method (``"network"``, ``"kernel_alpha"``, ``"kernel_eps"``), seed and round, with the
+        columns of ``ROW_COLUMNS``.
+    spec : BridgeSpec
+        What was run.
+    info : dict
+        Sizes, eps per seed, collapse rounds, the NTK spectrum, timings, the linearization check.
+    """
 
     rows: list[dict[str, Any]]
     spec: BridgeSpec
@@ -619,7 +661,25 @@ def _prepare_folder(out: Path, spec: BridgeSpec, verbose: bool) -> None:
 def run_ntk_bridge(
     out_dir: str | Path, spec: BridgeSpec | None = None, *, quick: bool = False, verbose: bool = True
 ) -> BridgeResult:
-    """Run (or resume) the bridge into ``out_dir`` and save its files; see the module docstring."""
+    """Run (or resume) the bridge into ``out_dir`` and save its files; see the module docstring.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder (``rounds.csv``, ``per_round.csv``, ``summary.json``, ``bridge.png``,
+        ``recipe.json``, ``network/``, ``checkpoints/``). A rerun with the same recipe resumes; one with
+        another recipe replaces its checkpoints.
+    spec : BridgeSpec or None, default=None
+        What to run (default: ``DEFAULT_SPEC``, or ``QUICK_SPEC`` with ``quick=True``).
+    quick : bool, default=False
+        The smoke-test spec (seconds; numbers not meaningful).
+    verbose : bool, default=True
+        Print progress.
+
+    Returns
+    -------
+    BridgeResult
+    """
     from selfdistill.kernel import self_distill
     from selfdistill.nn.chain import ChainSpec, checkpoint_path, derive_seed, fresh_model, run_chain
     from selfdistill.nn.checkpoint import load_checkpoint

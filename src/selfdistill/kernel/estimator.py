@@ -98,95 +98,149 @@ class CollapseWarning(UserWarning):
 class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Exact multi-round kernel self-distillation (Mobahi, Farajtabar, Bartlett 2020), scikit-learn API.
 
-    Round 0 solves min R(f) s.t. (1/K) sum_k (f(x_k) - y_k)^2 <= eps (eq. 1); round t refits the training
-    predictions of round t-1. One eigendecomposition of G = Kxx / K serves every round.
+    Round 0 solves ``min R(f)`` subject to ``(1/K) sum_k (f(x_k) - y_k)^2 <= eps`` (eq. 1); round t refits
+    the training predictions of round t-1. One eigendecomposition of ``G = Kxx / K`` serves every round.
 
     Parameters
     ----------
-    kernel : "rbf" (default), any scikit-learn pairwise kernel name, "spline" (Green's function (59),
-        1-D inputs in [0, 1]), a callable, or "precomputed" (fit takes the RAW matrix [g(x_j, x_k)], no 1/K;
-        predict takes [g(x_test, x_train)]).
-    epsilon : the constraint eps > 0. None (default) means eps = e_min + 0.1 (||y||^2 / K - e_min): 10% of
-        the label energy the kernel can fit, on top of e_min, the mean square of the labels' component in
-        the null space of a singular kernel matrix (which no fit can reduce; e_min = 0 for a full-rank
-        kernel, then eps = 0.1 mean(y^2)). This default is always feasible and never collapses at round 0
+    kernel : str or callable, default="rbf"
+        Any scikit-learn pairwise kernel name, ``"spline"`` (the Green's function (59), 1-D inputs in
+        [0, 1]), a callable, or ``"precomputed"``: ``fit`` then takes the RAW matrix ``[g(x_j, x_k)]`` (no
+        1/K) and ``predict`` takes ``[g(x_test, x_train)]``.
+    epsilon : float or None, default=None
+        The constraint ``eps > 0``. None means ``eps = e_min + 0.1 (||y||^2 / K - e_min)``: 10% of the label
+        energy the kernel can fit, on top of ``e_min``, the mean square of the labels' component in the null
+        space of a singular kernel matrix (which no fit can reduce; ``e_min = 0`` for a full-rank kernel,
+        then ``eps = 0.1 mean(y^2)``). This default is always feasible and never collapses at round 0
         (unless the kernel can fit nothing of y).
-    epsilon_mode : "absolute" (default: eps = epsilon, the paper's convention) or "relative" (eps =
-        epsilon * ||y||^2 / K, i.e. epsilon * mean(y^2) for one output; summed over outputs with a shared c,
-        per column with per_output_c=True). epsilon >= 1 relative always collapses at round 0.
-    n_rounds : number of rounds to fit (round 0 included); None: until collapse (at most max_rounds);
-        "auto": fit until collapse, then choose the round by ``selection`` (no test set): predict uses the
-        chosen round, ``n_rounds_`` counts the rounds up to and including it, ``selection_`` holds the
-        criterion per round, ``full_result_`` the whole chain.
-    selection : how n_rounds="auto" chooses: "gcv" (default; generalized cross-validation from tr B_t, no
-        refits), "holdout" or "kfold" (refit the chain, with its own c_t, on the training part; score each
-        round on the held-out part). See selfdistill.kernel.selection.
-    n_folds, holdout_fraction, random_state : for selection="kfold" / "holdout" (shuffled splits).
-    xi : ground-truth mixing (Borup & Andersen 2021): round t >= 1 fits xi * f_{t-1}(X) + (1 - xi) * y.
-        1 (default) is the paper; a sequence gives one xi per round t >= 1. With alpha and xi < 1 the rounds
-        converge to KernelRidge(alpha / (1 - xi)); a chain run until collapse stops when they converge.
-    alpha : fixed-c mode: every round is KernelRidge(alpha) on the previous round's predictions (c = alpha/K);
-        epsilon then only detects collapse. With epsilon=None and n_rounds given there is no collapse test:
-        exactly n_rounds rounds are fitted (``epsilon_`` is None); with n_rounds=None the default epsilon
-        stops the chain.
-    per_output_c : multi-output labels share one c per round by default (constraint on the sum over
-        outputs); True gives each output column its own c.
-    gamma, degree, coef0, kernel_params : kernel parameters, as in sklearn.kernel_ridge.KernelRidge.
-    max_rounds : cap for n_rounds=None.
-    solver : "exact" (default): the K x K kernel matrix and one eigendecomposition (a size guard refuses,
-        in one line, a K whose matrices do not fit in memory). "nystroem": the exact chain of the rank-m
-        Nystroem approximation k(x, C) K_mm^+ k(C, x') with m = n_components centres; one pass over X in
-        row blocks, O(m^2 + block) memory, rounds on O(m) numbers; X may be a dask.array (the pass then
-        runs on Dask). With every training point a centre it is the exact route.
-    n_components : m, the number of Nystroem centres (solver="nystroem").
-    center_selection : "uniform" (default) or "leverage" (approximate ridge leverage scores from a uniform
-        sketch of m points, see selfdistill.kernel.lowrank.leverage_scores).
-    random_state : seed / RandomState for the choice of centres (solver="nystroem").
-    backend : exact route: "auto" (default: "torch" for a torch.Tensor X or a given device, else
-        "numpy"), "numpy" (SciPy's eigh) or "torch" (torch.linalg.eigh, CPU or CUDA).
-    device : torch device for backend="torch" (default: X's device, CPU for NumPy input).
-    dtype : "float64" or "float32" for the exact route's kernel matrix and eigendecomposition (default:
-        float64, or a torch tensor X's floating dtype). Rounds and predictions run in float64.
+    epsilon_mode : {"absolute", "relative"}, default="absolute"
+        ``"absolute"``: ``eps = epsilon``, the paper's convention. ``"relative"``:
+        ``eps = epsilon * ||y||^2 / K``, i.e. ``epsilon * mean(y^2)`` for one output (summed over outputs
+        with a shared c, per column with ``per_output_c=True``). ``epsilon >= 1`` relative always collapses
+        at round 0.
+    n_rounds : int, None or "auto", default=None
+        Number of rounds to fit (round 0 included). None: until collapse (at most ``max_rounds``).
+        ``"auto"``: fit until collapse, then choose the round by ``selection`` (no test set): ``predict``
+        uses the chosen round, ``n_rounds_`` counts the rounds up to and including it, ``selection_`` holds
+        the criterion per round and ``full_result_`` the whole chain.
+    alpha : float or None, default=None
+        Fixed-c mode: every round is ``KernelRidge(alpha)`` on the previous round's predictions
+        (``c = alpha / K``); ``epsilon`` then only detects collapse. With ``epsilon=None`` and ``n_rounds``
+        given there is no collapse test: exactly ``n_rounds`` rounds are fitted (``epsilon_`` is None); with
+        ``n_rounds=None`` the default epsilon stops the chain.
+    per_output_c : bool, default=False
+        Multi-output labels share one c per round by default (the constraint is on the sum over outputs);
+        True gives each output column its own c.
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    max_rounds : int, default=1000
+        Cap on the number of rounds for ``n_rounds=None`` (and ``"auto"``).
+    xi : float or sequence of float, default=1.0
+        Ground-truth mixing (Borup & Andersen 2021): round t >= 1 fits ``xi * f_{t-1}(X) + (1 - xi) * y``.
+        1 is the paper; a sequence gives one xi per round t >= 1. With ``alpha`` and ``xi < 1`` the rounds
+        converge to ``KernelRidge(alpha / (1 - xi))``; a chain run until collapse stops when they converge.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How ``n_rounds="auto"`` chooses the round: ``"gcv"`` is generalized cross-validation from
+        ``tr B_t``, without refits; ``"holdout"`` and ``"kfold"`` refit the chain, with its own c_t, on the
+        training part and score each round on the held-out part. See :mod:`selfdistill.kernel.selection`.
+    n_folds : int, default=5
+        Folds for ``selection="kfold"`` (shuffled).
+    holdout_fraction : float, default=0.2
+        Share of the training data held out for ``selection="holdout"``.
+    random_state : int, RandomState or None, default=None
+        Seed for the shuffled splits of ``selection="kfold"`` / ``"holdout"`` and for the choice of the
+        Nystroem centres (``solver="nystroem"``).
+    solver : {"exact", "nystroem"}, default="exact"
+        ``"exact"``: the K x K kernel matrix and one eigendecomposition (a size guard refuses, in one line,
+        a K whose matrices do not fit in memory: :class:`KernelSizeError`). ``"nystroem"``: the exact chain
+        of the rank-m Nystroem approximation ``k(x, C) K_mm^+ k(C, x')`` with ``m = n_components`` centres;
+        one pass over X in row blocks, ``O(m^2 + block)`` memory, rounds on O(m) numbers; X may be a
+        ``dask.array`` (the pass then runs on Dask). With every training point a centre it is the exact
+        route.
+    n_components : int or None, default=None
+        m, the number of Nystroem centres (required with ``solver="nystroem"``).
+    center_selection : {"uniform", "leverage"}, default="uniform"
+        How the Nystroem centres are drawn: uniformly, or by approximate ridge leverage scores from a
+        uniform sketch of m points (:func:`selfdistill.kernel.lowrank.leverage_scores`).
+    backend : {"auto", "numpy", "torch"}, default="auto"
+        Exact route only. ``"auto"``: ``"torch"`` for a ``torch.Tensor`` X or a given ``device``, else
+        ``"numpy"``. ``"numpy"``: SciPy's eigh; ``"torch"``: ``torch.linalg.eigh``, CPU or CUDA.
+    device : str, torch.device or None, default=None
+        Torch device for ``backend="torch"`` (default: X's device, the CPU for NumPy input).
+    dtype : {"float64", "float32"} or None, default=None
+        Floating type of the exact route's kernel matrix and eigendecomposition (default: float64, or a
+        torch tensor X's floating dtype). Rounds and predictions run in float64.
 
     Attributes
     ----------
-    result_ : ChainResult (per-round table, B_t, plots, JSON, theory()). With solver="nystroem" its spectrum
-        is that of the approximated kernel (r positive eigenvalues, plus one 0 standing for its null space)
-        and it holds no eigenvectors: predict through the estimator.
-    c_ : ndarray ``(n_rounds_,)`` (or ``(n_rounds_, n_outputs)`` with per_output_c): c_t, paper convention
-        G = Kxx/K.
-    n_rounds_ : number of non-collapsed rounds fitted (0 if it collapsed at round 0: then predict returns 0);
-        with n_rounds="auto" the chosen round + 1.
-    selection_ : SelectionResult (n_rounds="auto"; prints, plots, saves), else None.
-    full_result_ : the whole chain before the choice of the round (equals result_ unless n_rounds="auto").
-    epsilon_ : the absolute eps used (None: fixed-c mode without a collapse test).
-    X_fit_ : training inputs (the kernel's second argument); None with solver="nystroem".
-    centers_ : (m, n_features) the Nystroem centres (None with solver="exact").
-    center_coefs_ : (n_rounds_, m, n_outputs) per round, f_t(x) = k(x, centers_) @ center_coefs_[t]
-        (solver="nystroem"; None otherwise).
+    result_ : ChainResult
+        The fitted chain: per-round table, ``B_t``, plots, JSON, ``theory()``. With ``solver="nystroem"``
+        its spectrum is that of the approximated kernel (r positive eigenvalues, plus one 0 standing for its
+        null space) and it holds no eigenvectors: predict through the estimator.
+    c_ : ndarray of shape (T,) or (T, n_outputs)
+        c_t of the T = ``n_rounds_`` rounds (the second shape with ``per_output_c``), in the paper's
+        convention ``G = Kxx / K`` (scikit-learn's ``alpha = K c``).
+    n_rounds_ : int
+        Number of non-collapsed rounds fitted (0 if the chain collapsed at round 0: ``predict`` then returns
+        0); with ``n_rounds="auto"`` the chosen round + 1.
+    selection_ : SelectionResult or None
+        With ``n_rounds="auto"``: the criterion per round and the choice (prints, plots, saves); else None.
+    full_result_ : ChainResult
+        The whole chain before the choice of the round (equals ``result_`` unless ``n_rounds="auto"``).
+    epsilon_ : float, ndarray or None
+        The absolute eps used (None: fixed-c mode without a collapse test).
+    X_fit_ : ndarray of shape (n_samples, n_features) or None
+        Training inputs (the kernel's second argument); None with ``solver="nystroem"``.
+    centers_ : ndarray of shape (m, n_features) or None
+        The Nystroem centres (None with ``solver="exact"``).
+    center_coefs_ : ndarray of shape (T, m, n_outputs) or None
+        Per round, ``f_t(x) = k(x, centers_) @ center_coefs_[t]`` (``solver="nystroem"``; None otherwise).
 
-    Behaviour by design: if eps >= ||y||^2 / K the chain collapses at round 0; fit then warns
-    (CollapseWarning) and the model predicts 0 (that IS the solution of eq. 1). If the labels' component
-    in the null space of a singular kernel matrix alone exceeds eps, no fit reaches the constraint: fit
-    raises ValueError naming the smallest feasible epsilon.
+    See Also
+    --------
+    self_distill : the engine on a kernel matrix or a Spectrum.
+    SpectralRidge, KernelBoosting, KernelGradientDescent, SpectralCutoff : the other spectral filters.
 
-    scikit-learn's check_estimator passes with one tag: regressor_tags.poor_score is True because with
-    n_rounds=None the last round (what predict uses) is, by design, the most regularized model before
-    collapse, whose R^2 on the training data can be below the 0.5 the generic check expects.
-    With kernel="precomputed" two checks fail by design (EXPECTED_FAILED_CHECKS_PRECOMPUTED):
-    check_positive_only_tag_during_fit and check_estimators_dtypes (its integer-cast variant) pass kernel
-    matrices that are not positive semi-definite, which fit rejects with a ValueError naming the most
-    negative eigenvalue relative to the largest.
+    Notes
+    -----
+    Behaviour by design: if ``eps >= ||y||^2 / K`` the chain collapses at round 0; ``fit`` then warns
+    (:class:`CollapseWarning`) and the model predicts 0 (that IS the solution of eq. 1). If the labels'
+    component in the null space of a singular kernel matrix alone exceeds eps, no fit reaches the
+    constraint: ``fit`` raises ValueError naming the smallest feasible epsilon.
+
+    scikit-learn's ``check_estimator`` passes with one tag: ``regressor_tags.poor_score`` is True because
+    with ``n_rounds=None`` the last round (what ``predict`` uses) is, by design, the most regularized model
+    before collapse, whose R^2 on the training data can be below the 0.5 the generic check expects.
+
+    With ``kernel="precomputed"`` two checks fail by design (``EXPECTED_FAILED_CHECKS_PRECOMPUTED``):
+    ``check_positive_only_tag_during_fit`` and ``check_estimators_dtypes`` (its integer-cast variant) pass
+    kernel matrices that are not positive semi-definite, which ``fit`` rejects with a ValueError naming the
+    most negative eigenvalue relative to the largest.
+
     With a fixed ``epsilon`` fit is exactly as feasible as eq. (1): it raises ValueError ("infeasible")
-    when eps is at or below e_min, the mean square of the labels' component in the null space of the
-    kernel matrix (eigenvalues of G at most K * machine-eps * d_max). Three checks (check_fit_idempotent,
-    check_fit_check_is_fitted, check_n_features_in) fit points whose default rbf matrix is numerically
-    singular; their e_min is set by round-off-sized eigenvalues (between about 0.01 and 0.2, depending on
-    floating-point details). So check_estimator(KernelSelfDistillation(epsilon=eps)) passes for an absolute
-    eps of 0.2 or more (and for the default epsilon=None, feasible for every kernel), and for eps of 0.01 or
-    less fails exactly those three (EXPECTED_FAILED_CHECKS_SMALL_EPSILON, with reasons); in between, a
-    subset of them.
+    when eps is at or below ``e_min``, the mean square of the labels' component in the null space of the
+    kernel matrix (eigenvalues of G at most ``K * machine-eps * d_max``). Three checks
+    (``check_fit_idempotent``, ``check_fit_check_is_fitted``, ``check_n_features_in``) fit points whose
+    default rbf matrix is numerically singular; their ``e_min`` is set by round-off-sized eigenvalues
+    (between about 0.01 and 0.2, depending on floating-point details). So
+    ``check_estimator(KernelSelfDistillation(epsilon=eps))`` passes for an absolute eps of 0.2 or more (and
+    for the default ``epsilon=None``, feasible for every kernel), and for eps of 0.01 or less fails exactly
+    those three (``EXPECTED_FAILED_CHECKS_SMALL_EPSILON``, with reasons); in between, a subset of them.
     A low-rank kernel (e.g. polynomial) with a small fixed eps fails more checks, for the same reason.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from selfdistill.kernel import KernelSelfDistillation
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, size=(80, 2))
+    >>> y = np.sin(3 * X[:, 0]) + 0.1 * rng.standard_normal(80)
+    >>> est = KernelSelfDistillation("rbf", gamma=2.0, epsilon=0.05, epsilon_mode="relative").fit(X, y)
+    >>> est.n_rounds_ >= 1
+    True
+    >>> auto = KernelSelfDistillation("rbf", gamma=2.0, n_rounds="auto", selection="gcv").fit(X, y)
+    >>> auto.selection_.chosen + 1 == auto.n_rounds_
+    True
     """
 
     def __init__(
@@ -368,8 +422,21 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return float(eps[0]) if eps.size == 1 else eps
 
     def fit(self, X: Any, y: Any) -> KernelSelfDistillation:
-        """Fit the chain. X: inputs (n_samples, n_features), or the raw matrix (kernel='precomputed'); a
-        torch tensor (exact route on torch) or a dask.array (solver='nystroem') as well."""
+        """Fit the chain.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, n_samples)
+            Training inputs, or the raw matrix ``[g(x_j, x_k)]`` with ``kernel="precomputed"``. A torch
+            tensor (the exact route then runs on torch) or a ``dask.array`` (``solver="nystroem"``) as well.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Labels; one regression per output column.
+
+        Returns
+        -------
+        KernelSelfDistillation
+            The fitted estimator (``self``).
+        """
         if self.solver not in SOLVERS:
             raise ValueError(f"solver={self.solver!r} must be one of {SOLVERS}")
         if check_n_rounds(self.n_rounds) == "auto":
@@ -459,15 +526,38 @@ class KernelSelfDistillation(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self._kernel(X, self.X_fit_)
 
     def predict(self, X: Any, round: int | None = None) -> np.ndarray:
-        """Predictions of the last fitted round, or of ``round`` (0-based; negative counts from the end).
-        With solver='nystroem' and a dask.array X: a lazy dask.array."""
+        """Predictions of the last fitted round (the chosen one with ``n_rounds="auto"``), or of ``round``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_test, n_features) or (n_test, n_samples)
+            Inputs, or the raw test-by-train matrix ``[g(x_test, x_train)]`` with ``kernel="precomputed"``.
+        round : int or None, default=None
+            0-based round; negative values count from the end.
+
+        Returns
+        -------
+        ndarray of shape (n_test,) or (n_test, n_outputs)
+            With ``solver="nystroem"`` and a ``dask.array`` X: a lazy ``dask.array``.
+        """
         if getattr(self, "centers_", None) is not None:
             return self._nystroem_predict(X, [round])[0]
         kernel_test_train = self._test_kernel(X)
         return self.result_.predict(kernel_test_train, round=round)
 
     def staged_predict(self, X: Any) -> Iterator[np.ndarray]:
-        """Predictions of every fitted round, round 0 first (one zero array if collapsed at round 0)."""
+        """Predictions of every fitted round, round 0 first (one zero array if collapsed at round 0).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_test, n_features) or (n_test, n_samples)
+            As for :meth:`predict`.
+
+        Yields
+        ------
+        ndarray of shape (n_test,) or (n_test, n_outputs)
+            The predictions of round 0, 1, ..., ``n_rounds_ - 1``.
+        """
         if getattr(self, "centers_", None) is not None:
             yield from self._nystroem_predict(X, list(range(max(self.n_rounds_, 1))))
             return

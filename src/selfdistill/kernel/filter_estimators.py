@@ -1,17 +1,17 @@
-"""scikit-learn estimators for the spectral filters of ``selfdistill.kernel.filters`` (one shared base).
+"""scikit-learn estimators for the spectral filters of :mod:`selfdistill.kernel.filters` (one shared base).
 
-Each estimator fits ONE eigendecomposition of G = Kxx / K, builds its method's ``FilterPath`` over a grid of
-its hyperparameter and predicts with one step of it: the given value, or, with a grid ("auto" or a
-sequence), the step chosen by ``selection`` ("gcv" default, "holdout", "kfold"; see
-``selfdistill.kernel.selection``). Attributes after fit: ``path_`` (FilterPath: filter per eigenvalue and
-step, dof per step, predictions), ``step_`` (index of the step used), ``selection_`` (SelectionResult or
-None) and ``dof_`` (tr h of the step used).
+Each estimator fits ONE eigendecomposition of ``G = Kxx / K``, builds its method's ``FilterPath`` over a
+grid of its hyperparameter and predicts with one step of it: the given value, or, with a grid (``"auto"``
+or a sequence), the step chosen by ``selection`` (``"gcv"`` default, ``"holdout"``, ``"kfold"``; see
+:mod:`selfdistill.kernel.selection`). Attributes after fit: ``path_`` (FilterPath: filter per eigenvalue
+and step, dof per step, predictions), ``step_`` (index of the step used), ``selection_`` (SelectionResult
+or None) and ``dof_`` (``tr h`` of the step used)::
 
-  SpectralRidge(alpha)              d / (d + c), c = alpha / K
-  KernelBoosting(alpha, n_steps)    1 - (c / (d + c))^s, s ridge fits on the residuals
-  KernelGradientDescent(n_steps)    1 - (1 - eta d)^t (eta = step_size, default 1 / d_max)
-  KernelGradientFlow(time)          1 - exp(-s d)
-  SpectralCutoff(n_components)      1{d >= tau}
+    SpectralRidge(alpha)              d / (d + c), c = alpha / K
+    KernelBoosting(alpha, n_steps)    1 - (c / (d + c))^s, s ridge fits on the residuals
+    KernelGradientDescent(n_steps)    1 - (1 - eta d)^t (eta = step_size, default 1 / d_max)
+    KernelGradientFlow(time)          1 - exp(-s d)
+    SpectralCutoff(n_components)      1{d >= tau}
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ AUTO_GRID_SIZE = 40
 
 
 class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
-    """Shared base: kernel, eigendecomposition, the path, the choice of the step, predict.
+    """Shared base of the filter estimators: kernel, eigendecomposition, the path, the choice of the step.
 
-    Subclasses define ``_grid()`` (the hyperparameter values to build the path on, and whether to choose
-    among them) and ``_path(spectrum, y, grid)``. Kernel parameters as in KernelRidge; selection,
-    n_folds, holdout_fraction, random_state as in KernelSelfDistillation(n_rounds="auto").
+    :class:`SpectralRidge`, :class:`KernelBoosting`, :class:`KernelGradientDescent`,
+    :class:`KernelGradientFlow` and :class:`SpectralCutoff` inherit ``fit``, ``predict`` and
+    ``staged_predict`` from here. Subclasses define ``_grid()`` (the hyperparameter values to build the path
+    on, and whether to choose among them) and ``_path(spectrum, y, grid)``. Kernel parameters as in
+    KernelRidge; ``selection``, ``n_folds``, ``holdout_fraction``, ``random_state`` as in
+    ``KernelSelfDistillation(n_rounds="auto")``.
     """
 
     def _grid(self, spectrum: Spectrum) -> tuple[Any, bool]:  # pragma: no cover - abstract
@@ -75,6 +78,20 @@ class SpectralFilterRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self._path(spectrum, y, own_grid if grid is None else grid), choose
 
     def fit(self, X: Any, y: Any) -> SpectralFilterRegressor:
+        """One eigendecomposition, the method's path over its grid, and the choice of the step.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, n_samples)
+            Training inputs, or the raw kernel matrix with ``kernel="precomputed"``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Labels.
+
+        Returns
+        -------
+        SpectralFilterRegressor
+            The fitted estimator (``self``).
+        """
         from selfdistill.kernel.estimator import _require_finite
 
         _require_finite("X", X)
@@ -145,10 +162,51 @@ def _grid_or_value(value: Any, name: str, auto_grid: np.ndarray) -> tuple[np.nda
 
 
 class SpectralRidge(SpectralFilterRegressor):
-    """Kernel ridge as a spectral filter d / (d + c), c = alpha / K (equals sklearn's KernelRidge(alpha)).
+    """Kernel ridge as a spectral filter ``d / (d + c)``, ``c = alpha / K`` (equals sklearn's KernelRidge).
 
-    alpha: a number, a sequence (choose by ``selection``) or "auto" (40 values, c from 1e-8 to 10 times the
-    largest eigenvalue of G, log-spaced).
+    Parameters
+    ----------
+    alpha : float, sequence of float or "auto", default=1.0
+        scikit-learn's ``KernelRidge`` alpha; a sequence is a grid to choose from by ``selection``;
+        ``"auto"`` is 40 values, c from 1e-8 to 10 times the largest eigenvalue of G, log-spaced.
+    kernel : str or callable, default="rbf"
+        As in :class:`KernelSelfDistillation` (scikit-learn kernel names, ``"spline"``, a callable,
+        ``"precomputed"``).
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How a grid's step is chosen (see :mod:`selfdistill.kernel.selection`).
+    n_folds, holdout_fraction, random_state
+        For ``selection="kfold"`` / ``"holdout"``, as in :class:`KernelSelfDistillation`.
+
+    Attributes
+    ----------
+    path_ : FilterPath
+        The filter per eigenvalue and step, dof per step, predictions.
+    step_ : int
+        Index of the step ``predict`` uses (the given value, or the chosen one).
+    selection_ : SelectionResult or None
+        The criterion per step and the choice (None without a grid).
+    dof_ : float
+        ``tr h`` of the step used.
+    X_fit_ : ndarray
+        Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.kernel_ridge import KernelRidge
+    >>> from selfdistill.kernel import SpectralRidge
+    >>> X = np.linspace(0, 1, 40)[:, None]
+    >>> y = np.sin(6 * X[:, 0])
+    >>> ours = SpectralRidge(0.1, kernel="rbf", gamma=10.0).fit(X, y).predict(X)
+    >>> sklearn = KernelRidge(alpha=0.1, kernel="rbf", gamma=10.0).fit(X, y).predict(X)
+    >>> bool(np.allclose(ours, sklearn))
+    True
     """
 
     def __init__(
@@ -171,9 +229,44 @@ class SpectralRidge(SpectralFilterRegressor):
 
 
 class KernelBoosting(SpectralFilterRegressor):
-    """L2-boosting / iterated Tikhonov with a KernelRidge(alpha) base learner refitting the residuals.
+    """L2-boosting / iterated Tikhonov with a ``KernelRidge(alpha)`` base learner refitting the residuals.
 
-    n_steps: number of ridge fits, or "auto" (choose among 1..max_steps by ``selection``).
+    Filter ``1 - (c / (d + c))^s`` after s ridge fits, ``c = alpha / K``.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        The base learner's ``KernelRidge`` alpha (a weak learner has a large alpha).
+    n_steps : int or "auto", default="auto"
+        Number of ridge fits, or ``"auto"``: choose among 1..max_steps by ``selection``.
+    max_steps : int, default=100
+        Largest number of fits for ``n_steps="auto"``.
+    kernel : str or callable, default="rbf"
+        As in :class:`KernelSelfDistillation` (scikit-learn kernel names, ``"spline"``, a callable,
+        ``"precomputed"``).
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How a grid's step is chosen (see :mod:`selfdistill.kernel.selection`).
+    n_folds, holdout_fraction, random_state
+        For ``selection="kfold"`` / ``"holdout"``, as in :class:`KernelSelfDistillation`.
+
+    Attributes
+    ----------
+    path_ : FilterPath
+        The filter per eigenvalue and step, dof per step, predictions.
+    step_ : int
+        Index of the step ``predict`` uses (the given value, or the chosen one).
+    selection_ : SelectionResult or None
+        The criterion per step and the choice (None without a grid).
+    dof_ : float
+        ``tr h`` of the step used.
+    X_fit_ : ndarray
+        Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -197,10 +290,45 @@ class KernelBoosting(SpectralFilterRegressor):
 
 
 class KernelGradientDescent(SpectralFilterRegressor):
-    """Gradient descent in the RKHS on (1/2K) sum (f(x_k) - y_k)^2 from f = 0, stopped after n_steps.
+    """Gradient descent in the RKHS on ``(1/2K) sum (f(x_k) - y_k)^2`` from f = 0, stopped after n_steps.
 
-    n_steps: a number of steps, a sequence, or "auto" (about 40 log-spaced counts in 1..max_steps, chosen by
-    ``selection``). step_size: eta in G-units (G = Kxx / K), default 1 / d_max, must be < 2 / d_max.
+    Filter ``1 - (1 - eta d)^t`` after t steps.
+
+    Parameters
+    ----------
+    n_steps : int, sequence of int or "auto", default="auto"
+        A number of steps, a grid to choose from, or ``"auto"``: about 40 log-spaced counts in
+        1..max_steps, chosen by ``selection``.
+    step_size : float or None, default=None
+        eta in G-units (``G = Kxx / K``), default ``1 / d_max``; must be below ``2 / d_max``.
+    max_steps : int, default=10000
+        Largest count of the ``"auto"`` grid.
+    kernel : str or callable, default="rbf"
+        As in :class:`KernelSelfDistillation` (scikit-learn kernel names, ``"spline"``, a callable,
+        ``"precomputed"``).
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How a grid's step is chosen (see :mod:`selfdistill.kernel.selection`).
+    n_folds, holdout_fraction, random_state
+        For ``selection="kfold"`` / ``"holdout"``, as in :class:`KernelSelfDistillation`.
+
+    Attributes
+    ----------
+    path_ : FilterPath
+        The filter per eigenvalue and step, dof per step, predictions.
+    step_ : int
+        Index of the step ``predict`` uses (the given value, or the chosen one).
+    selection_ : SelectionResult or None
+        The criterion per step and the choice (None without a grid).
+    dof_ : float
+        ``tr h`` of the step used.
+    X_fit_ : ndarray
+        Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -222,9 +350,39 @@ class KernelGradientDescent(SpectralFilterRegressor):
 
 
 class KernelGradientFlow(SpectralFilterRegressor):
-    """Gradient flow df/ds = G (y - f) from f = 0, stopped at time s (G-units).
+    """Gradient flow ``df/ds = G (y - f)`` from f = 0, stopped at time s (G-units): filter ``1 - exp(-s d)``.
 
-    time: a number, a sequence, or "auto" (40 log-spaced times from 0.1 / d_max to 1e8 / d_max).
+    Parameters
+    ----------
+    time : float, sequence of float or "auto", default="auto"
+        A time, a grid to choose from, or ``"auto"``: 40 log-spaced times from ``0.1 / d_max`` to
+        ``1e8 / d_max``.
+    kernel : str or callable, default="rbf"
+        As in :class:`KernelSelfDistillation` (scikit-learn kernel names, ``"spline"``, a callable,
+        ``"precomputed"``).
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How a grid's step is chosen (see :mod:`selfdistill.kernel.selection`).
+    n_folds, holdout_fraction, random_state
+        For ``selection="kfold"`` / ``"holdout"``, as in :class:`KernelSelfDistillation`.
+
+    Attributes
+    ----------
+    path_ : FilterPath
+        The filter per eigenvalue and step, dof per step, predictions.
+    step_ : int
+        Index of the step ``predict`` uses (the given value, or the chosen one).
+    selection_ : SelectionResult or None
+        The criterion per step and the choice (None without a grid).
+    dof_ : float
+        ``tr h`` of the step used.
+    X_fit_ : ndarray
+        Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(
@@ -248,7 +406,39 @@ class KernelGradientFlow(SpectralFilterRegressor):
 class SpectralCutoff(SpectralFilterRegressor):
     """Spectral cut-off (truncated kernel PCA regression): keep the n_components leading eigen-directions.
 
-    n_components: a number, a sequence, or "auto" (1..rank of G, chosen by ``selection``).
+    Filter ``1{d >= tau}``, tau the n-th largest eigenvalue of G.
+
+    Parameters
+    ----------
+    n_components : int, sequence of int or "auto", default="auto"
+        A number of eigen-directions, a grid to choose from, or ``"auto"``: 1..rank of G, chosen by
+        ``selection``.
+    kernel : str or callable, default="rbf"
+        As in :class:`KernelSelfDistillation` (scikit-learn kernel names, ``"spline"``, a callable,
+        ``"precomputed"``).
+    gamma, degree, coef0, kernel_params
+        Kernel parameters, as in ``sklearn.kernel_ridge.KernelRidge``.
+    selection : {"gcv", "holdout", "kfold"}, default="gcv"
+        How a grid's step is chosen (see :mod:`selfdistill.kernel.selection`).
+    n_folds, holdout_fraction, random_state
+        For ``selection="kfold"`` / ``"holdout"``, as in :class:`KernelSelfDistillation`.
+
+    Attributes
+    ----------
+    path_ : FilterPath
+        The filter per eigenvalue and step, dof per step, predictions.
+    step_ : int
+        Index of the step ``predict`` uses (the given value, or the chosen one).
+    selection_ : SelectionResult or None
+        The criterion per step and the choice (None without a grid).
+    dof_ : float
+        ``tr h`` of the step used.
+    X_fit_ : ndarray
+        Training inputs (the kernel's second argument).
+
+    See Also
+    --------
+    selfdistill.kernel.filter_estimators.SpectralFilterRegressor : ``fit``, ``predict``, ``staged_predict``.
     """
 
     def __init__(

@@ -1,24 +1,31 @@
-"""One spectral engine, many filters: every method here is a filter h(d) on z = V^T y over ONE ``Spectrum``.
+"""One spectral engine, many filters: each method is a filter h(d) on ``z = V^T y`` over ONE ``Spectrum``.
 
-With G = Kxx / K = V diag(d) V^T (Mobahi et al. 2020 convention; scikit-learn's KernelRidge alpha = K c),
-a spectral filter h with h(0) = 0 gives the training predictions and the function
+With ``G = Kxx / K = V diag(d) V^T`` (Mobahi et al. 2020 convention; scikit-learn's KernelRidge
+``alpha = K c``), a spectral filter h with ``h(0) = 0`` gives the training predictions and the function::
 
     f(X) = V diag(h) z,      f(x) = [g(x, x_k)]_k . V diag(h / d) z / K      (0 where d = 0).
 
-The filters, per eigenvalue d (step = the method's own hyperparameter, the "round"):
-  ridge                   d / (d + c)                                 c = alpha / K (a grid of alphas)
-  self-distillation       prod_{i<=t} d / (d + c_i) (eq. 45); with ground-truth mixing xi the recursion of
-                          ``selfdistill.kernel.mixing`` (``self_distillation_path``; rounds t)
-  boosting / iterated     1 - prod_{i<=s} c_i / (d + c_i): L2-boosting with a KernelRidge(alpha) base learner
-    Tikhonov              refitting the residuals, s ridge fits (Buehlmann & Yu 2003; iterated Tikhonov)
-  gradient descent        1 - (1 - eta d)^t: t steps of gradient descent on (1/2K) sum_k (f(x_k) - y_k)^2 in
-                          the RKHS from f = 0, step eta < 2 / d_max (Yao, Rosasco & Caponnetto 2007)
-  gradient flow           1 - exp(-s d): the same at continuous time s
-  spectral cut-off        1{d >= tau}: keep the n largest eigen-directions (truncated kernel PCA regression)
+The filters, per eigenvalue d (step = the method's own hyperparameter, the "round")::
 
-Each path function returns a ``FilterPath``: the filter per eigenvalue and step, the effective degrees of
-freedom tr(h) per step, training and test predictions, the GCV score per step, a table, plots and CSV. The
-estimators of ``selfdistill.kernel.estimators`` wrap these paths in the scikit-learn API.
+    ridge                 d / (d + c)                        c = alpha / K (a grid of alphas)
+    self-distillation     prod_{i<=t} d / (d + c_i)          eq. (45); with ground-truth mixing xi the
+                                                             recursion of selfdistill.kernel.mixing
+                                                             (self_distillation_path; rounds t)
+    boosting / iterated   1 - prod_{i<=s} c_i / (d + c_i)    L2-boosting with a KernelRidge(alpha) base
+      Tikhonov                                               learner refitting the residuals, s ridge fits
+                                                             (Buehlmann & Yu 2003; iterated Tikhonov)
+    gradient descent      1 - (1 - eta d)^t                  t steps of gradient descent on
+                                                             (1/2K) sum_k (f(x_k) - y_k)^2 in the RKHS
+                                                             from f = 0, step eta < 2 / d_max
+                                                             (Yao, Rosasco & Caponnetto 2007)
+    gradient flow         1 - exp(-s d)                      the same at continuous time s
+    spectral cut-off      1{d >= tau}                        keep the n largest eigen-directions
+                                                             (truncated kernel PCA regression)
+
+Each path function returns a :class:`FilterPath`: the filter per eigenvalue and step, the effective degrees
+of freedom ``tr(h)`` per step, training and test predictions, the GCV score per step, a table, plots and
+CSV. The estimators of :mod:`selfdistill.kernel.filter_estimators` wrap these paths in the scikit-learn
+API.
 """
 
 from __future__ import annotations
@@ -87,12 +94,33 @@ def cutoff_filter(d: np.ndarray, n_components: Sequence[int]) -> np.ndarray:
 
 @dataclass
 class FilterPath:
-    """A spectral method over one Spectrum: filters[s, k] = h_s(d_k) for each step s.
+    """A spectral method over one Spectrum: ``filters[s, k] = h_s(d_k)`` for each step s.
 
-    method: one of FILTER_NAMES.  param_name / params (S,): the method's hyperparameter per step (alpha,
-    number of fits or steps, time, number of components, round).  filters: (S, K), or (S, K, m) when each
-    output has its own filter (self-distillation with per_output_c).  labels: y (K,) or (K, m).
-    info: the fixed settings (step size, base alpha, c per round, epsilon, xi, ...).
+    Made by the path functions (:func:`ridge_path`, :func:`self_distillation_path`, :func:`boosting_path`,
+    :func:`gradient_descent_path`, :func:`gradient_flow_path`, :func:`cutoff_path`) or from a chain
+    (:meth:`from_chain`). It prints its per-step table (parameter, ``tr h``, train MSE, GCV), plots the
+    filters (:meth:`plot_filters`) and the effective degrees of freedom (:meth:`plot_dof`), predicts at new
+    points and saves CSV.
+
+    Attributes
+    ----------
+    method : str
+        One of ``FILTER_NAMES``: ``"ridge"``, ``"self_distillation"``, ``"boosting"``,
+        ``"gradient_descent"``, ``"gradient_flow"``, ``"cutoff"``.
+    param_name : str
+        Name of the method's hyperparameter (``"alpha"``, ``"n_fits"``, ``"steps"``, ``"time"``,
+        ``"n_components"``, ``"round"``).
+    params : ndarray of shape (S,)
+        Its value at each step.
+    filters : ndarray of shape (S, K) or (S, K, m)
+        ``h_s(d_k)``; one filter per output (the second shape) for self-distillation with
+        ``per_output_c``.
+    spectrum : Spectrum
+        The eigendecomposition the path was computed on.
+    labels : ndarray of shape (K,) or (K, m)
+        y.
+    info : dict
+        The fixed settings (step size, base alpha, c per round, epsilon, xi, ...).
     """
 
     method: str
@@ -154,11 +182,13 @@ class FilterPath:
 
     @property
     def gcv(self) -> np.ndarray:
-        """Generalized cross-validation per step (Craven & Wahba 1979; Golub, Heath & Wahba 1979):
+        """Generalized cross-validation per step (Craven & Wahba 1979; Golub, Heath & Wahba 1979), (S,).
 
-        GCV_s = sum over outputs of (1/K) ||f_s(X) - y||^2 / (1 - tr(h_s) / K)^2   (inf where tr(h) >= K).
+        ::
 
-        No refits: the trace of the filter is the trace of the smoother matrix V diag(h) V^T. For the
+            GCV_s = sum over outputs of (1/K) ||f_s(X) - y||^2 / (1 - tr(h_s) / K)^2   (inf where tr(h) >= K)
+
+        No refits: the trace of the filter is the trace of the smoother matrix ``V diag(h) V^T``. For the
         eps-constrained self-distillation chain c_t depends on the labels, so the smoother is not linear in y
         and GCV is the plug-in value with the c_t found on the data.
         """
@@ -213,7 +243,19 @@ class FilterPath:
         return k
 
     def predict(self, kernel_test_train: np.ndarray, step: int | None = None) -> np.ndarray:
-        """f_s at new points from the RAW matrix [g(x_test, x_train)] (default: the last step)."""
+        """f_s at new points.
+
+        Parameters
+        ----------
+        kernel_test_train : ndarray of shape (n_test, K)
+            The RAW matrix ``[g(x_test, x_train)]`` (no 1/K).
+        step : int or None, default=None
+            Which step (default: the last; negative counts from the end).
+
+        Returns
+        -------
+        ndarray of shape (n_test,) or (n_test, m)
+        """
         k = self._check_test_kernel(kernel_test_train)
         return self._shape_out(k @ self._dual[self._check_step(step)])
 
@@ -223,6 +265,7 @@ class FilterPath:
         return self._shape_out(np.einsum("nj,sjm->snm", k, self._dual))
 
     def staged_predict(self, kernel_test_train: np.ndarray) -> Iterator[np.ndarray]:
+        """Predictions of every step in turn, step 0 first (from the raw test-by-train kernel matrix)."""
         k = self._check_test_kernel(kernel_test_train)
         for s in range(self.n_steps):
             yield self._shape_out(k @ self._dual[s])
@@ -292,10 +335,21 @@ class FilterPath:
     # ---- from a self-distillation chain -------------------------------------------------------------------
     @classmethod
     def from_chain(cls, chain: ChainResult, spectrum: Spectrum | None = None) -> FilterPath:
-        """The chain's rounds as a path: filters = B_t (eq. 45), or the mixing filter when xi != 1.
+        """The chain's rounds as a path: filters = ``B_t`` (eq. 45), or the mixing filter when xi != 1.
 
-        spectrum: the Spectrum the chain was fitted on (default: rebuilt from the chain's eigenvalues and
-        eigenvectors, which must have been kept)."""
+        Parameters
+        ----------
+        chain : ChainResult
+            A fitted chain (:func:`self_distill`, ``KernelSelfDistillation.result_``).
+        spectrum : Spectrum or None, default=None
+            The Spectrum the chain was fitted on (default: rebuilt from the chain's eigenvalues and
+            eigenvectors, which must have been kept).
+
+        Returns
+        -------
+        FilterPath
+            ``method="self_distillation"``, one step per round.
+        """
         if spectrum is None:
             if chain.eigenvectors is None:
                 raise ValueError("this ChainResult was saved without eigenvectors; pass its Spectrum")
@@ -349,7 +403,22 @@ def _positive_grid(values: Any, name: str, *, integer: bool = False) -> np.ndarr
 
 
 def ridge_path(gram: np.ndarray | Spectrum, y: np.ndarray, alphas: Any) -> FilterPath:
-    """Kernel ridge for each alpha (KernelRidge convention, c = alpha / K): filter d / (d + c)."""
+    """Kernel ridge for each alpha: filter ``d / (d + c)`` with ``c = alpha / K``.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix ``[g(x_j, x_k)]``, or its :class:`Spectrum` (one eigendecomposition for all
+        paths).
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    alphas : float or sequence of float
+        scikit-learn ``KernelRidge`` alphas (``alpha = K c``), one step each.
+
+    Returns
+    -------
+    FilterPath
+    """
     spectrum, y = _prepare(gram, y)
     alphas = _positive_grid(alphas, "alphas")
     c = alphas / spectrum.n_samples
@@ -365,13 +434,30 @@ def boosting_path(
     *,
     steps: Any = None,
 ) -> FilterPath:
-    """L2-boosting with a KernelRidge(alpha) base learner refitting the residuals:
-    f_1 = ridge(y), f_s = f_{s-1} + ridge(y - f_{s-1}(X)).
+    """L2-boosting with a ``KernelRidge(alpha)`` base learner refitting the residuals.
 
-    alpha: one value (then n_steps fits, reported after each) or one per fit (iterated Tikhonov,
-    n_steps = len(alpha)). Step s (0-based) is s + 1 ridge fits: filter 1 - prod_{i<=s} c_i / (d + c_i),
-    c_i = alpha_i / K. steps: with one alpha, report only these numbers of fits (any positive integers, e.g.
-    a log grid up to 1e8: the filter 1 - (c / (d + c))^s is closed form) instead of 1..n_steps.
+    ``f_1 = ridge(y)``, ``f_s = f_{s-1} + ridge(y - f_{s-1}(X))``. Step s (0-based) is s + 1 ridge fits:
+    filter ``1 - prod_{i<=s} c_i / (d + c_i)`` with ``c_i = alpha_i / K``.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix, or its :class:`Spectrum`.
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    alpha : float or sequence of float
+        One value (then ``n_steps`` fits, reported after each) or one per fit (iterated Tikhonov,
+        ``n_steps = len(alpha)``).
+    n_steps : int or None, default=None
+        Number of ridge fits with one alpha.
+    steps : sequence of int or None, default=None
+        With one alpha and no ``n_steps``: report only these numbers of fits (any positive integers, e.g. a
+        log grid up to 1e8: the filter ``1 - (c / (d + c))^s`` is closed form) instead of 1..n_steps.
+
+    Returns
+    -------
+    FilterPath
+        ``param_name="n_fits"``.
     """
     spectrum, y = _prepare(gram, y)
     alphas = _positive_grid(alpha, "alpha")
@@ -405,11 +491,26 @@ def default_step_size(spectrum: Spectrum) -> float:
 def gradient_descent_path(
     gram: np.ndarray | Spectrum, y: np.ndarray, steps: Any, step_size: float | None = None
 ) -> FilterPath:
-    """Gradient descent on (1/2K) sum_k (f(x_k) - y_k)^2 in the RKHS from f = 0 (kernel Landweber iteration):
-    f_{t+1}(X) = f_t(X) + eta G (y - f_t(X)); filter 1 - (1 - eta d)^t after t steps.
+    """Gradient descent on ``(1/2K) sum_k (f(x_k) - y_k)^2`` in the RKHS from f = 0 (kernel Landweber).
 
-    steps: the step counts to report (positive integers). step_size eta in G-units (G = Kxx / K): default
-    1 / d_max; it must satisfy 0 < eta < 2 / d_max (otherwise the iteration diverges).
+    ``f_{t+1}(X) = f_t(X) + eta G (y - f_t(X))``; filter ``1 - (1 - eta d)^t`` after t steps.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix, or its :class:`Spectrum`.
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    steps : int or sequence of int
+        The step counts to report (positive integers; closed form, so large counts cost nothing).
+    step_size : float or None, default=None
+        eta in G-units (``G = Kxx / K``): default ``1 / d_max``; it must satisfy ``0 < eta < 2 / d_max``
+        (otherwise the iteration diverges).
+
+    Returns
+    -------
+    FilterPath
+        ``param_name="steps"``.
     """
     spectrum, y = _prepare(gram, y)
     steps = _positive_grid(steps, "steps", integer=True)
@@ -426,8 +527,24 @@ def gradient_descent_path(
 
 
 def gradient_flow_path(gram: np.ndarray | Spectrum, y: np.ndarray, times: Any) -> FilterPath:
-    """Gradient flow df/ds = G (y - f) from f = 0 (the continuous-time limit of gradient descent, s = eta t):
-    filter 1 - exp(-s d)."""
+    """Gradient flow ``df/ds = G (y - f)`` from f = 0: filter ``1 - exp(-s d)``.
+
+    The continuous-time limit of gradient descent (``s = eta t``).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix, or its :class:`Spectrum`.
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    times : float or sequence of float
+        The times s to report (G-units, positive).
+
+    Returns
+    -------
+    FilterPath
+        ``param_name="time"``.
+    """
     spectrum, y = _prepare(gram, y)
     times = _positive_grid(times, "times")
     return FilterPath(
@@ -436,8 +553,24 @@ def gradient_flow_path(gram: np.ndarray | Spectrum, y: np.ndarray, times: Any) -
 
 
 def cutoff_path(gram: np.ndarray | Spectrum, y: np.ndarray, n_components: Any = None) -> FilterPath:
-    """Spectral cut-off: least squares on the n leading eigen-directions of G (filter 1{d >= tau}, tau the
-    n-th largest eigenvalue). n_components: the values of n (default 1..rank); n above the rank keeps all."""
+    """Spectral cut-off: least squares on the n leading eigen-directions of G.
+
+    Filter ``1{d >= tau}``, tau the n-th largest eigenvalue (truncated kernel PCA regression).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix, or its :class:`Spectrum`.
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    n_components : int, sequence of int or None, default=None
+        The values of n (default 1..rank of G); n above the rank keeps all.
+
+    Returns
+    -------
+    FilterPath
+        ``param_name="n_components"``.
+    """
     spectrum, y = _prepare(gram, y)
     rank = int(np.count_nonzero(spectrum.eigenvalues > 0))
     if n_components is None:
@@ -450,8 +583,25 @@ def cutoff_path(gram: np.ndarray | Spectrum, y: np.ndarray, n_components: Any = 
 def self_distillation_path(
     gram: np.ndarray | Spectrum, y: np.ndarray, epsilon: Any = None, **kwargs: Any
 ) -> FilterPath:
-    """The self-distillation chain (``self_distill(gram, y, epsilon, **kwargs)``, including alpha= and xi=) as
-    a path over its rounds. An infeasible chain raises ValueError."""
+    """The self-distillation chain as a path over its rounds: filter ``B_t`` (eq. 45), or the mixing filter.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix, or its :class:`Spectrum`.
+    y : ndarray of shape (K,) or (K, m)
+        Labels.
+    epsilon : float or None, default=None
+        The constraint of eq. (1), as in :func:`self_distill`.
+    **kwargs
+        Passed to :func:`self_distill` (``n_rounds``, ``alpha``, ``xi``, ``per_output_c``, ...).
+
+    Returns
+    -------
+    FilterPath
+        ``param_name="round"``; ``info["chain"]`` holds the :class:`ChainResult`. An infeasible chain
+        raises ValueError.
+    """
     from selfdistill.kernel.rounds import self_distill
 
     spectrum, y = _prepare(gram, y)

@@ -60,11 +60,27 @@ def kernel_matrix(
     coef0: float = 1,
     kernel_params: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """RAW kernel matrix [g(x_i, y_j)] of shape (len(X), len(Y)) (Y defaults to X).
+    """RAW kernel matrix ``[g(x_i, y_j)]`` (no 1/K), by name or callable.
 
-    kernel: a name from KERNEL_NAMES, a callable g(x_row, y_row) -> float (passed to
-    sklearn.metrics.pairwise.pairwise_kernels with kernel_params), or "precomputed" (X is returned).
-    gamma/degree/coef0 are passed to the scikit-learn kernels that take them (as KernelRidge does).
+    Parameters
+    ----------
+    X : ndarray of shape (n, p)
+        First argument of the kernel (``"spline"``: one column of points in [0, 1]).
+    Y : ndarray of shape (m, p) or None, default=None
+        Second argument (default: X).
+    kernel : str or callable, default="rbf"
+        A name from ``KERNEL_NAMES`` (scikit-learn's pairwise kernels and ``"spline"``, the Green's
+        function (59)), a callable ``g(x_row, y_row) -> float`` (passed to
+        ``sklearn.metrics.pairwise.pairwise_kernels`` with ``kernel_params``), or ``"precomputed"`` (X is
+        returned).
+    gamma, degree, coef0 : float
+        Passed to the scikit-learn kernels that take them (as ``KernelRidge`` does).
+    kernel_params : dict or None, default=None
+        Further keyword arguments of the kernel.
+
+    Returns
+    -------
+    ndarray of shape (n, m)
     """
     if isinstance(kernel, str) and kernel == "spline":
         x = _as_unit_interval_column(X, "X")

@@ -5,7 +5,7 @@ m centres C are drawn from the training points (uniformly, or by approximate rid
 with phi(x) = T^T k(C, x), T = U_r diag(lambda_r^(-1/2)) from K_mm = U diag(lambda) U^T (eigenvalues
 below m * machine-eps * lambda_max are dropped: rank r). For the training points Phi = K_nm T (K x r) and
 G~ = Phi Phi^T / K. Its nonzero eigenvalues are those of Phi^T Phi / K = W diag(s) W^T (r x r), with
-eigenvectors U~ = Phi W diag(1 / sqrt(K s)), never formed. Hence
+eigenvectors U~ = Phi W diag(1 / sqrt(K s)), never formed. Hence::
 
     z = U~^T y = diag(1 / sqrt(K s)) W^T (Phi^T y),
 
@@ -13,7 +13,7 @@ and the rest of the labels, ||y||^2 - ||z||^2, lies in the null space of G~: the
 the span of k(., C). It is a constant residual in eq. (20), carried by ONE aggregated null direction
 (eigenvalue 0) when r < K. The engine (selfdistill.kernel.rounds) only sees d and z, so ``self_distill``
 on a ``LowRankSpectrum`` is the EXACT chain of the approximated kernel (c_t, A_t, B_t, ||z_t||, collapse,
-infeasibility, the theory report), each round on O(r) numbers. Predictions, eq. (44):
+infeasibility, the theory report), each round on O(r) numbers. Predictions, eq. (44)::
 
     f_t(x) = g~_x^T U~ diag(1 / (c_t + s)) z_t = k(x, C) T W diag(sqrt(s / K) / (c_t + s)) z_t,
 
@@ -113,15 +113,34 @@ def sketch_ridge(K_SS: np.ndarray, n_samples: int) -> float:
 def leverage_scores(
     X: Any, kernel_fn: KernelFn, sketch: np.ndarray, ridge: float | None = None
 ) -> tuple[np.ndarray, float]:
-    """Approximate ridge leverage scores of every training point from a sketch S (the estimator of Musco &
-    Musco 2017 with an unweighted column sample; Alaoui & Mahoney 2015):
+    """Approximate ridge leverage scores of every training point from a sketch S.
 
-        l_i = (k(x_i, x_i) - k(x_i, S) (K_SS + lambda I)^{-1} k(S, x_i)) / lambda,
+    The estimator of Musco & Musco (2017) with an unweighted column sample (Alaoui & Mahoney 2015)::
+
+        l_i = (k(x_i, x_i) - k(x_i, S) (K_SS + lambda I)^{-1} k(S, x_i)) / lambda
 
     the residual variance of x_i under a ridge Nystroem approximation on S, over lambda; with S every
-    point it is exactly [K (K + lambda I)^{-1}]_ii. lambda defaults to ``sketch_ridge`` (the sketch's
-    effective dimension at lambda is |S| / 2). One pass over X in row blocks (Dask for a dask.array).
-    Returns (scores, lambda)."""
+    point it is exactly ``[K (K + lambda I)^{-1}]_ii``. One pass over X in row blocks (Dask for a
+    ``dask.array``).
+
+    Parameters
+    ----------
+    X : ndarray or dask.array of shape (K, p)
+        Training inputs.
+    kernel_fn : callable
+        ``kernel_fn(A, B)`` returns the raw kernel block ``[g(a_i, b_j)]``.
+    sketch : ndarray of int
+        Row indices of the sketch S.
+    ridge : float or None, default=None
+        lambda; default ``sketch_ridge`` (the sketch's effective dimension at lambda is half its size).
+
+    Returns
+    -------
+    scores : ndarray of shape (K,)
+        The approximate leverage scores (positive).
+    ridge : float
+        The lambda used.
+    """
     n = int(X.shape[0])
     C = take_rows(X, sketch)
     K_SS = _checked_kernel(kernel_fn, C, C)
@@ -150,10 +169,30 @@ def leverage_scores(
 def select_centers(
     X: Any, kernel_fn: KernelFn, n_components: int, method: str, random_state: Any = None
 ) -> np.ndarray:
-    """Sorted indices of the m centres. "uniform": m distinct points uniformly at random. "leverage": a
-    uniform sketch of m points gives approximate ridge leverage scores (``leverage_scores``), then m
-    distinct points are drawn with probabilities proportional to them (Efraimidis-Spirakis: the m largest
-    log(u_i) / l_i). Both are reproducible through random_state."""
+    """Sorted indices of the m Nystroem centres.
+
+    ``"uniform"``: m distinct points uniformly at random. ``"leverage"``: a uniform sketch of m points gives
+    approximate ridge leverage scores (:func:`leverage_scores`), then m distinct points are drawn with
+    probabilities proportional to them (Efraimidis-Spirakis: the m largest ``log(u_i) / l_i``). Both are
+    reproducible through ``random_state``.
+
+    Parameters
+    ----------
+    X : ndarray or dask.array of shape (K, p)
+        Training inputs.
+    kernel_fn : callable
+        ``kernel_fn(A, B)`` returns the raw kernel block.
+    n_components : int
+        m.
+    method : {"uniform", "leverage"}
+        How to draw them.
+    random_state : int, RandomState or None, default=None
+        Seed.
+
+    Returns
+    -------
+    ndarray of int of shape (m,)
+    """
     if method not in CENTER_SELECTIONS:
         raise ValueError(f"center_selection={method!r} must be one of {CENTER_SELECTIONS}")
     rng = check_random_state(random_state)
@@ -173,14 +212,35 @@ def select_centers(
 
 @dataclass(frozen=True)
 class LowRankSpectrum(Spectrum):
-    """Spectrum of the Nystroem-approximated G~ = Phi Phi^T / K, as the engine sees it.
+    """Spectrum of the Nystroem-approximated ``G~ = Phi Phi^T / K``, as the engine sees it.
 
-    eigenvalues: the r positive eigenvalues s of G~ (ascending), preceded by one 0 that stands for the
-    K - r dimensional null space when r < K. eigenvectors: None (U~ is K x r and never formed).
-    centers (m, p): the centre points.  to_eigenbasis (m, r): T W, so phi(x)^T W = k(x, C) T W.
-    labels / labels_rotated: the labels it was built with and their z (one pass over X computed them;
-    ``rotate`` serves only those).  null_mean_square (n_outputs,): (||y||^2 - ||z||^2) / K, the labels'
-    mean square outside the span of the centres.  center_indices: the centres' rows in X.
+    Made by :func:`nystroem_spectrum`; :func:`self_distill` on it is the exact chain of the approximated
+    kernel (see :mod:`selfdistill.kernel.lowrank`).
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (r,) or (r + 1,)
+        The r positive eigenvalues s of ``G~`` (ascending), preceded by one 0 that stands for the K - r
+        dimensional null space when r < K.
+    eigenvectors : None
+        ``U~`` is K x r and never formed.
+    n_samples : int
+        K.
+    centers : ndarray of shape (m, p)
+        The centre points C.
+    center_indices : ndarray of int of shape (m,)
+        The centres' rows in X.
+    to_eigenbasis : ndarray of shape (m, r)
+        ``T W``, so that ``phi(x)^T W = k(x, C) T W``.
+    labels : ndarray of shape (K, n_outputs)
+        The labels it was built with (:meth:`rotate` serves only those).
+    labels_rotated : ndarray
+        Their z (the pass over X computed them).
+    null_mean_square : ndarray of shape (n_outputs,)
+        ``(||y||^2 - ||z||^2) / K``, the labels' mean square outside the span of the centres: a residual
+        no round can reduce (eps must exceed it).
+    timings : dict of str to float
+        Seconds for the centre selection, the pass over X and the eigendecomposition.
     """
 
     centers: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
@@ -304,11 +364,47 @@ def nystroem_spectrum(
     random_state: Any = None,
     psd_rtol: float = PSD_RTOL,
 ) -> LowRankSpectrum:
-    """The spectrum of the rank-m Nystroem approximation of G = Kxx / K, from one pass over X.
+    """The spectrum of the rank-m Nystroem approximation of ``G = Kxx / K``, from one pass over X.
 
-    X: (K, p) NumPy array or dask.array (any row chunks); y: (K,) or (K, n_outputs) labels (in memory);
-    kernel_fn(A, B) -> raw kernel block [g(a_i, b_j)]; n_components: m <= K centres chosen by
-    ``center_selection`` ("uniform" or "leverage") with random_state. Pass the result to ``self_distill``.
+    Memory ``O(m^2 + block)``: no K x m or K x K matrix is formed. ``KernelSelfDistillation(solver=
+    "nystroem", n_components=m)`` calls this; call it directly to reuse one approximation for many
+    epsilons.
+
+    Parameters
+    ----------
+    X : ndarray or dask.array of shape (K, p)
+        Training inputs (a ``dask.array`` with any row chunks: the pass then runs on Dask).
+    y : ndarray of shape (K,) or (K, n_outputs)
+        Labels (in memory).
+    kernel_fn : callable
+        ``kernel_fn(A, B)`` returns the raw kernel block ``[g(a_i, b_j)]``.
+    n_components : int
+        m <= K, the number of centres.
+    center_selection : {"uniform", "leverage"}, default="uniform"
+        How the centres are drawn (:func:`selfdistill.kernel.lowrank.select_centers`).
+    random_state : int, RandomState or None, default=None
+        Seed of the centre selection.
+    psd_rtol : float, default=1e-6
+        Negative eigenvalues of ``K_mm`` down to ``-psd_rtol * lambda_max`` are round-off.
+
+    Returns
+    -------
+    LowRankSpectrum
+        Pass it to :func:`self_distill`; predictions through
+        :meth:`LowRankSpectrum.center_coefficients`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.metrics.pairwise import rbf_kernel
+    >>> from selfdistill.kernel import nystroem_spectrum, self_distill
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, size=(500, 3))
+    >>> y = np.sin(2 * X[:, 0])
+    >>> spectrum = nystroem_spectrum(X, y, lambda A, B: rbf_kernel(A, B, gamma=1.0), 50, random_state=0)
+    >>> chain = self_distill(spectrum, y, 0.05)
+    >>> spectrum.rank <= 50
+    True
     """
     t0 = time.perf_counter()
     if len(X.shape) != 2 or np.isnan(X.shape[0]):

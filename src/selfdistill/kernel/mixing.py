@@ -3,7 +3,7 @@
 Round 0 fits the labels y; round t >= 1 fits the targets u_t = xi_t * f_{t-1}(X) + (1 - xi_t) * y (the
 same convention as the neural chain, ``selfdistill.nn.chain``: xi = 1 is Mobahi et al.'s pure
 self-distillation, the default). With A_t = diag(a_t), a_t = d / (c_t + d) (eq. 29 of Mobahi et al.), the
-training predictions in the eigenbasis are p_t = A_t u_t, so every round is still a filter on z = V^T y:
+training predictions in the eigenbasis are p_t = A_t u_t, so every round is still a filter on z = V^T y::
 
     h_0 = a_0,     h_t = a_t * (xi_t * h_{t-1} + 1 - xi_t),     f_t(X) = V diag(h_t) z.
 
@@ -14,7 +14,7 @@ with alpha / (1 - xi) (no collapse). ``mixing_filter`` and ``mixing_limit_alpha`
 Optimal weight per round (``optimal_xi``, ``optimal_mixing_chain``): Borup & Andersen give the weight of
 each step in closed form as the minimizer of a quadratic. The criterion implemented here is stated
 exactly: with c fixed, the student of round t predicts at reference points R (rows of the raw kernel
-k_R = [g(r_i, x_k)])
+k_R = [g(r_i, x_k)])::
 
     f_t(R) = F u_t,   F = (k_R / K) V diag(1 / (c + d)),   u_t = z + xi (p_{t-1} - z)   (rotated targets)
 
@@ -92,9 +92,12 @@ def is_mixing(xi: float | np.ndarray) -> bool:
 
 
 def mixing_filter(eigenvalues: np.ndarray, c: float, xi: float, n_rounds: int) -> np.ndarray:
-    """Closed form of the filters h_0..h_{T-1} (shape (T, K)) for fixed c and a constant xi:
+    """Closed form of the filters ``h_0..h_{T-1}`` (shape (T, K)) for fixed c and a constant xi.
 
-    h_t = a (1 - xi) S_t + (xi a)^t a,  S_t = sum_{i<t} (xi a)^i = (1 - (xi a)^t) / (1 - xi a),  a = d/(c+d).
+    ::
+
+        h_t = a (1 - xi) S_t + (xi a)^t a,    S_t = sum_{i<t} (xi a)^i = (1 - (xi a)^t) / (1 - xi a),
+        a = d / (c + d)
     """
     d = np.asarray(eigenvalues, dtype=float)
     a = d / (c + d)
@@ -107,9 +110,10 @@ def mixing_filter(eigenvalues: np.ndarray, c: float, xi: float, n_rounds: int) -
 
 
 def mixing_limit_alpha(alpha: float, xi: float) -> float:
-    """Fixed c (KernelRidge alpha) and constant xi < 1: the rounds converge to KernelRidge(alpha / (1 - xi)).
+    """Fixed c (KernelRidge alpha), constant xi < 1: the rounds converge to ``KernelRidge(alpha / (1 - xi))``.
 
-    Per eigenvalue the fixed point of h = a (xi h + 1 - xi) is (1 - xi) a / (1 - xi a) = d / (c/(1 - xi) + d).
+    Per eigenvalue the fixed point of ``h = a (xi h + 1 - xi)`` is
+    ``(1 - xi) a / (1 - xi a) = d / (c / (1 - xi) + d)``. Returns ``alpha / (1 - xi)``.
     """
     xi = float(check_xi(xi))
     if not xi < 1.0:
@@ -128,11 +132,18 @@ def mixing_limit_alpha(alpha: float, xi: float) -> float:
 class MixedChainResult(ChainResult):
     """A self-distillation chain with ground-truth mixing (``self_distill(..., xi=...)`` with some xi != 1).
 
-    Same fields as ChainResult, with two changes of meaning and two additions: ``z`` holds z_0 = V^T y and the
-    rotated training PREDICTIONS of rounds 0..T-1 (as for xi = 1), while the rotated TARGETS of rounds
-    0..T live in ``targets`` (T+1, K[, m]) (targets of round 0 are y; those of round T were formed but not
-    fitted, e.g. at collapse); ``xi_rounds`` (T,) is the weight each round used (xi_rounds[0] = 0: round 0
-    fits y). ``b_diag`` is the filter h_t of the module docstring (B_t when xi = 1).
+    Same fields as :class:`ChainResult`, with two changes of meaning and two additions: ``z`` holds
+    ``z_0 = V^T y`` and the rotated training PREDICTIONS of rounds 0..T-1 (as for xi = 1), while the rotated
+    TARGETS live in ``targets``; ``b_diag`` is the filter ``h_t`` of :mod:`selfdistill.kernel.mixing`
+    (``B_t`` when xi = 1). The paper's bounds (:meth:`theory`) are for xi = 1 only.
+
+    Attributes
+    ----------
+    xi_rounds : ndarray of shape (T,)
+        The weight each round used (``xi_rounds[0] = 0``: round 0 fits y).
+    targets : ndarray of shape (T+1, K) or (T+1, K, m)
+        The rotated targets ``u_0..u_T`` (``u_0`` is y; those of round T were formed but not fitted, e.g.
+        at collapse).
     """
 
     xi_rounds: np.ndarray | None = None
@@ -241,12 +252,32 @@ def optimal_mixing_chain(
     *,
     bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> MixedChainResult:
-    """Fixed-c chain (KernelRidge alpha, c = alpha / K) whose xi_t (t >= 1) minimizes the squared error of
-    round t at the reference points (module docstring), one closed form per round.
+    """Fixed-c chain whose ``xi_t`` (t >= 1) minimizes the squared error of round t at reference points.
 
-    kernel_ref_train: the RAW matrix [g(r_i, x_k)] (n_ref, K); y_ref: the reference targets (n_ref[, m]).
-    Returns the chain from ``self_distill(spectrum, y, alpha=alpha, xi=xis, n_rounds=n_rounds)``; its
-    ``xi_rounds[1:]`` are the chosen weights.
+    One closed form per round (see :mod:`selfdistill.kernel.mixing`).
+
+    Parameters
+    ----------
+    spectrum : Spectrum
+        The eigendecomposition of the training kernel matrix.
+    y : ndarray of shape (K,) or (K, m)
+        Training labels.
+    alpha : float
+        scikit-learn ``KernelRidge`` alpha of every round (``c = alpha / K``).
+    n_rounds : int
+        Rounds to fit (round 0 included).
+    kernel_ref_train : ndarray of shape (n_ref, K)
+        The RAW matrix ``[g(r_i, x_k)]`` between the reference points and the training points.
+    y_ref : ndarray of shape (n_ref,) or (n_ref, m)
+        The reference targets (held-out labels, or the noiseless function as an oracle).
+    bounds : tuple of float, default=(-inf, inf)
+        Range of xi (the error is convex in xi, so clipping gives the constrained minimizer).
+
+    Returns
+    -------
+    MixedChainResult
+        The chain from ``self_distill(spectrum, y, alpha=alpha, xi=xis, n_rounds=n_rounds)``; its
+        ``xi_rounds[1:]`` are the chosen weights.
     """
     from selfdistill.kernel.rounds import self_distill
 

@@ -29,14 +29,49 @@ def _from_json_array(value: Any) -> np.ndarray:
 
 @dataclass
 class ChainResult:
-    """Result of ``self_distill``: T fitted (non-collapsed) rounds 0..T-1.
+    """Result of :func:`self_distill`: T fitted (non-collapsed) rounds 0..T-1, to print, plot and save.
 
-    eigenvalues (K,): d of G = Kxx/K, ascending.  eigenvectors (K, K): V (None if not saved).
-    c (T,) or (T, m) with per_output_c: c_t per round (paper convention; inf = that output collapsed).
-    z (T+1, K[, m]): rotated labels z_0..z_T (z_T are the rotated predictions of the last round).
-    labels (K[, m]): y_0.  epsilon: the constraint (None in pure fixed-c mode).  alpha: fixed-c mode.
-    status: "completed" (n_rounds reached), "collapsed" (||y_T||^2 <= K eps at round stop_round),
-    "infeasible" (no c reaches eps at round stop_round), "max_rounds".
+    ``print(result)`` shows the per-round table (c_t, ``||y_t||^2 / K``, the training error against the
+    original labels, the fit residual, ``tr B_t``); :meth:`theory` puts the paper's bounds beside it.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (K,)
+        d, the eigenvalues of ``G = Kxx / K``, ascending. (Nystroem route: the r positive eigenvalues of
+        the approximated kernel, preceded by one 0 that stands for its null space.)
+    eigenvectors : ndarray of shape (K, K) or None
+        V; None if not saved (then no :meth:`predict`) and for the Nystroem route.
+    c : ndarray of shape (T,) or (T, m)
+        c_t per round (paper convention, scikit-learn's ``alpha = K c``); one column per output with
+        ``per_output_c`` (inf: that output collapsed).
+    z : ndarray of shape (T+1, K) or (T+1, K, m)
+        Rotated labels ``z_0..z_T`` (``z_t = V^T y_t``; ``z_T`` are the rotated predictions of the last
+        round).
+    labels : ndarray of shape (K,) or (K, m)
+        y_0, the original labels.
+    epsilon : float, ndarray or None
+        The constraint eps (None in pure fixed-c mode).
+    n_samples : int
+        K.
+    alpha : float or None
+        Fixed-c mode: ``KernelRidge`` alpha of every round (``c = alpha / K``).
+    per_output_c : bool
+        One c per output column.
+    status : str
+        ``"completed"`` (n_rounds reached), ``"collapsed"`` (``||y_T||^2 <= K eps`` at round
+        ``stop_round``), ``"infeasible"`` (no c reaches eps at round ``stop_round``), ``"max_rounds"``,
+        ``"converged"`` (ground-truth mixing, :class:`MixedChainResult`).
+    stop_round : int or None
+        The round at which the chain stopped (collapse, infeasibility), else None.
+    message : str
+        Why the chain stopped, in words (e.g. the smallest feasible epsilon).
+    timings : dict of str to float
+        Seconds spent (eigendecomposition, rounds, ...).
+
+    See Also
+    --------
+    KernelSelfDistillation : the estimator whose ``result_`` this is.
+    selfdistill.kernel.theory.compare_with_theory : what :meth:`theory` returns.
     """
 
     eigenvalues: np.ndarray
@@ -185,9 +220,20 @@ class ChainResult:
         return k
 
     def predict(self, kernel_test_train: np.ndarray, round: int | None = None) -> np.ndarray:
-        """f_t at new points from the RAW matrix [g(x_test, x_train)] (no 1/K), eq. (44) in its stable form
-        g_x^T V diag(1/(c_t + d)) z_t. round: which round (default: the last fitted one; negative counts
-        from the end). A chain that collapsed at round 0 predicts 0 (the solution f* = 0)."""
+        """f_t at new points, eq. (44) in its stable form ``g_x^T V diag(1/(c_t + d)) z_t``.
+
+        Parameters
+        ----------
+        kernel_test_train : ndarray of shape (n_test, K)
+            The RAW matrix ``[g(x_test, x_train)]`` (no 1/K).
+        round : int or None, default=None
+            Which round (default: the last fitted one; negative counts from the end).
+
+        Returns
+        -------
+        ndarray of shape (n_test,) or (n_test, m)
+            A chain that collapsed at round 0 predicts 0 (the solution ``f* = 0``).
+        """
         k = self._check_test_kernel(kernel_test_train)
         if self.n_rounds == 0:
             self._check_round(None)
@@ -261,10 +307,18 @@ class ChainResult:
         )
 
     def theory(self, output: int | None = None) -> Any:
-        """The paper's bounds beside what happened: selfdistill.kernel.theory.compare_with_theory(...).
+        """The paper's bounds beside what happened (:func:`selfdistill.kernel.theory.compare_with_theory`).
 
-        With ``per_output_c`` every output column is its own chain (its own c_t and eps): pass ``output=j``
-        for column j's rounds up to its collapse. A shared c has one theory for all outputs."""
+        Parameters
+        ----------
+        output : int or None, default=None
+            With ``per_output_c`` every output column is its own chain (its own c_t and eps): pass
+            ``output=j`` for column j's rounds up to its collapse. A shared c has one theory for all outputs.
+
+        Returns
+        -------
+        selfdistill.kernel.theory.TheoryReport
+        """
         if self.epsilon is None or self.alpha is not None:
             raise ValueError(
                 "theory() needs an epsilon-constrained chain (c_t must solve eq. 20); this chain used a "
@@ -311,6 +365,7 @@ class ChainResult:
 
     # ---- persistence ------------------------------------------------------------------------------
     def to_dict(self, include_eigenvectors: bool = True) -> dict[str, Any]:
+        """Everything as plain JSON-ready Python (the per-round table included, as ``"summary"``)."""
         return {
             "format": _FORMAT,
             "version": _VERSION,
@@ -337,6 +392,7 @@ class ChainResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChainResult:
+        """The inverse of :meth:`to_dict`."""
         if data.get("format") != _FORMAT:
             raise ValueError(f"not a ChainResult file (format={data.get('format')!r})")
         eps = data["epsilon"]
@@ -368,6 +424,7 @@ class ChainResult:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ChainResult:
+        """Reload a chain written by :meth:`to_json`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
 

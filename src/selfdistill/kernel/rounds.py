@@ -25,8 +25,24 @@ from selfdistill.kernel.spectrum import Spectrum
 
 
 def constraint_residual(c: float, eigenvalues: np.ndarray, z_sq: np.ndarray, n_samples: int) -> float:
-    """(1/K) sum_k (c z_k / (c + d_k))^2: the mean squared training residual of the ridge fit with
-    multiplier c (eq. 20 without the -eps). z_sq[k] = z_k^2 (summed over outputs for a shared c)."""
+    """``(1/K) sum_k (c z_k / (c + d_k))^2``: the mean squared training residual of the ridge fit with
+    multiplier c (eq. 20 without the ``- eps``).
+
+    Parameters
+    ----------
+    c : float
+        The multiplier (paper convention; inf gives ``||z||^2 / K``).
+    eigenvalues : ndarray of shape (K,)
+        d, the eigenvalues of ``G = Kxx / K``.
+    z_sq : ndarray of shape (K,)
+        ``z_k^2`` (summed over outputs for a shared c).
+    n_samples : int
+        K.
+
+    Returns
+    -------
+    float
+    """
     if np.isinf(c):
         return float(np.sum(z_sq)) / n_samples
     return float(np.sum(z_sq / (1.0 + eigenvalues / c) ** 2)) / n_samples
@@ -46,11 +62,29 @@ def is_collapsed(energy, n_samples: int, epsilon):
 
 
 def solve_c(eigenvalues: np.ndarray, z_sq: np.ndarray, n_samples: int, epsilon: float) -> float:
-    """c > 0 with e(c) = 0 (eq. 20), for a non-collapsed, feasible problem.
+    """The multiplier ``c > 0`` with ``e(c) = 0`` (eq. 20), for a non-collapsed, feasible problem.
 
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (K,)
+        d, the eigenvalues of ``G = Kxx / K`` (ascending, exact zeros for the null space).
+    z_sq : ndarray of shape (K,)
+        ``z_k^2``, the squared rotated labels (summed over outputs for a shared c).
+    n_samples : int
+        K.
+    epsilon : float
+        The constraint eps of eq. (1).
+
+    Returns
+    -------
+    float
+        c_t, paper convention (scikit-learn's ``alpha = K c``).
+
+    Notes
+    -----
     With a singular G the null-space part of the labels is a constant residual; the bracket (23)-(24)
-    then applies to the positive part of the spectrum with eps' = eps - null_energy / K.
-    Root-finding is done in u = log c (scipy.optimize.brentq), robust over many orders of magnitude.
+    then applies to the positive part of the spectrum with ``eps' = eps - null_energy / K``.
+    Root-finding is done in ``u = log c`` (``scipy.optimize.brentq``), robust over many orders of magnitude.
     """
     positive = eigenvalues > 0.0
     d = eigenvalues[positive]
@@ -150,30 +184,63 @@ def self_distill(
 
     Parameters
     ----------
-    gram : the RAW kernel matrix [g(x_j, x_k)] (no 1/K), or a precomputed ``Spectrum`` (reuse one eigh
-        across many epsilons).
-    y : labels, shape (K,) or (K, m) for m outputs (one regression per column, same regularizer).
-    epsilon : the constraint (1/K) sum_k (f(x_k) - y_k)^2 <= eps of eq. (1). With several outputs and a
-        shared c (the DEFAULT) the constraint is on the sum over outputs, (1/K) sum_k ||f(x_k) - y_k||^2
-        <= eps, so one c_t serves all columns; per_output_c=True solves each column with its own c
-        (epsilon may then be one value per column).
-    n_rounds : rounds to fit (round 0 fits y); None runs until collapse (at most max_rounds).
-    alpha : fixed-c mode: every round is plain kernel ridge with c = alpha / K, i.e. what
-        sklearn.kernel_ridge.KernelRidge(alpha=alpha) does on the raw matrix, applied to the previous
-        round's predictions. epsilon is then optional and only used to detect collapse; give n_rounds
-        or epsilon.
-    on_infeasible : "report" (return a ChainResult with status "infeasible") or "raise" (ValueError).
-    xi : ground-truth mixing (Borup & Andersen 2021; selfdistill.kernel.mixing): round t >= 1 fits
-        xi * f_{t-1}(X) + (1 - xi) * y instead of f_{t-1}(X). 1 (default) is the paper; a sequence gives
-        one xi per round t = 1, 2, .... With some xi != 1 the result is a MixedChainResult, and a chain run
-        until collapse (n_rounds=None) also stops with status "converged" once the targets stop changing.
+    gram : ndarray of shape (K, K) or Spectrum
+        The RAW kernel matrix ``[g(x_j, x_k)]`` (no 1/K), or a precomputed :class:`Spectrum` (reuse one
+        eigendecomposition across many epsilons; a :class:`LowRankSpectrum` runs the Nystroem route).
+    y : ndarray of shape (K,) or (K, m)
+        Labels; m outputs are m regressions with the same regularizer.
+    epsilon : float, ndarray of shape (m,) or None, default=None
+        The constraint ``(1/K) sum_k (f(x_k) - y_k)^2 <= eps`` of eq. (1). With several outputs and a
+        shared c (the default) the constraint is on the sum over outputs,
+        ``(1/K) sum_k ||f(x_k) - y_k||^2 <= eps``, so one c_t serves all columns; ``per_output_c=True``
+        solves each column with its own c (``epsilon`` may then be one value per column).
+    n_rounds : int or None, default=None
+        Rounds to fit (round 0 fits y); None runs until collapse (at most ``max_rounds``).
+    alpha : float or None, default=None
+        Fixed-c mode: every round is plain kernel ridge with ``c = alpha / K``, i.e. what
+        ``sklearn.kernel_ridge.KernelRidge(alpha=alpha)`` does on the raw matrix, applied to the previous
+        round's predictions. ``epsilon`` is then optional and only used to detect collapse; give
+        ``n_rounds`` or ``epsilon``.
+    per_output_c : bool, default=False
+        One c per output column instead of one shared c per round.
+    max_rounds : int, default=1000
+        Cap on the number of rounds when ``n_rounds`` is None.
+    on_infeasible : {"report", "raise"}, default="report"
+        ``"report"``: return a ChainResult with status ``"infeasible"``; ``"raise"``: ValueError.
+    symmetry_rtol, psd_rtol : float or None, default=None
+        Tolerances of :meth:`Spectrum.from_gram` (None: its defaults); ignored for a Spectrum.
+    xi : float or sequence of float, default=1.0
+        Ground-truth mixing (Borup & Andersen 2021; :mod:`selfdistill.kernel.mixing`): round t >= 1 fits
+        ``xi * f_{t-1}(X) + (1 - xi) * y`` instead of ``f_{t-1}(X)``. 1 is the paper; a sequence gives one
+        xi per round t = 1, 2, .... With some xi != 1 the result is a :class:`MixedChainResult`, and a chain
+        run until collapse (``n_rounds=None``) also stops, with status ``"converged"``, once the targets
+        stop changing.
 
     Returns
     -------
     ChainResult
-        c per round (paper convention G = Kxx / K; alpha = K c), z_0..z_T, B_t diagonals, training
-        predictions, status ("completed", "collapsed", "infeasible", "max_rounds", and "converged" with
-        xi != 1).
+        c per round (paper convention ``G = Kxx / K``; ``alpha = K c``), ``z_0..z_T``, the ``B_t``
+        diagonals (eq. 45), training predictions, and the status: ``"completed"``, ``"collapsed"``,
+        ``"infeasible"``, ``"max_rounds"``, or ``"converged"`` (xi != 1). A :class:`MixedChainResult` when
+        some xi != 1.
+
+    Notes
+    -----
+    Per round t, on O(K) work: c_t is the root of eq. (20), bracketed by (23)-(24);
+    ``A_t = diag(d / (c_t + d))`` and ``z_{t+1} = A_t z_t`` (29)-(30); the function of the round is
+    ``f_t(x) = g_x^T V diag(1 / (c_t + d)) z_t`` (44).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from selfdistill.kernel import kernel_matrix, self_distill
+    >>> x = np.linspace(0, 1, 30)[:, None]
+    >>> y = np.sin(2 * np.pi * x[:, 0])
+    >>> chain = self_distill(kernel_matrix(x, kernel="rbf", gamma=10.0), y, epsilon=0.05)
+    >>> chain.status
+    'collapsed'
+    >>> bool(np.all(np.diff(chain.c) > 0))  # c_t grows every round: the regularization is amplified
+    True
     """
     t_start = time.perf_counter()
     if isinstance(gram, Spectrum):

@@ -1,17 +1,22 @@
 """Choosing the round (or any spectral method's step) without the test set.
 
 Three criteria, each a score per candidate step (lower is better; ties go to the earlier step):
-  "gcv"     generalized cross-validation from the filter's trace (``FilterPath.gcv``), no refits:
-            (1/K) ||f_s(X) - y||^2 / (1 - tr(h_s)/K)^2 (Craven & Wahba 1979). Exactly rotation-invariant
-            leave-one-out for linear smoothers; for the eps-constrained chain, whose c_t depends on the
-            labels, the plug-in value with the c_t found on the data.
-  "holdout" refit the SAME estimator (a clone: same epsilon / alpha / xi / kernel settings) on a random
-            (1 - holdout_fraction) part of the training data; score each step by the mean squared error on
-            the held-out part. For the eps-constrained chain the refit chain has its own c_t, found on the
-            training part; a refit chain that collapses before the last candidate round predicts 0 from its
-            collapse on (that is the solution of eq. 1 there).
-  "kfold"   the same over n_folds folds (shuffled, ``random_state``); the score is the mean squared error
-            over all held-out points.
+
+``"gcv"``
+    Generalized cross-validation from the filter's trace (``FilterPath.gcv``), no refits:
+    ``(1/K) ||f_s(X) - y||^2 / (1 - tr(h_s)/K)^2`` (Craven & Wahba 1979). Exactly rotation-invariant
+    leave-one-out for linear smoothers; for the eps-constrained chain, whose c_t depends on the labels,
+    the plug-in value with the c_t found on the data.
+``"holdout"``
+    Refit the SAME estimator (a clone: same epsilon / alpha / xi / kernel settings) on a random
+    ``(1 - holdout_fraction)`` part of the training data; score each step by the mean squared error on the
+    held-out part. For the eps-constrained chain the refit chain has its own c_t, found on the training
+    part; a refit chain that collapses before the last candidate round predicts 0 from its collapse on
+    (that is the solution of eq. 1 there).
+``"kfold"``
+    The same over ``n_folds`` folds (shuffled, ``random_state``); the score is the mean squared error over
+    all held-out points.
+
 Mean squared errors are summed over output columns, as the chain's train MSE is.
 """
 
@@ -120,10 +125,32 @@ def held_out_scores(
     random_state: Any = None,
     precomputed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean squared held-out error per candidate step: (scores (S,), per-split scores (n_splits, S)).
+    """Mean squared held-out error per candidate step.
 
-    fit_predict(X_train, y_train, X_held) must return the predictions of every candidate step on X_held,
-    shape (S, n_held[, m]).
+    Parameters
+    ----------
+    fit_predict : callable
+        ``fit_predict(X_train, y_train, X_held)`` returns the predictions of every candidate step on
+        ``X_held``, shape ``(S, n_held[, m])``.
+    X : ndarray
+        Inputs (or the square kernel matrix with ``precomputed=True``).
+    y : ndarray of shape (n,) or (n, m)
+        Labels.
+    n_candidates : int
+        S.
+    selection : {"holdout", "kfold"}
+        The split.
+    n_folds, holdout_fraction, random_state
+        As in :func:`split_indices`.
+    precomputed : bool, default=False
+        X is a kernel matrix: split its rows and columns.
+
+    Returns
+    -------
+    scores : ndarray of shape (S,)
+        Mean squared error over all held-out points (summed over outputs).
+    split_scores : ndarray of shape (n_splits, S)
+        The same per split.
     """
     y = np.asarray(y, dtype=float)
     splits = split_indices(
@@ -150,12 +177,32 @@ def first_argmin(scores: np.ndarray) -> int:
 
 @dataclass
 class SelectionResult:
-    """The criterion per candidate step and the choice.
+    """The criterion per candidate step and the choice; prints its table, plots, saves CSV and JSON.
 
-    criterion: "gcv", "holdout" or "kfold" (or "validation"/"oracle" when scored on a given set).
-    param_name / params: the candidate steps (e.g. round 0..T-1).  scores: criterion per step.
-    chosen: index of the chosen step.  dof, train_mse: per step, when known.  split_scores: per split
-    (holdout/kfold).  settings: n_folds, holdout_fraction, random_state.
+    ``KernelSelfDistillation(n_rounds="auto").selection_`` and the filter estimators' ``selection_`` are
+    one of these.
+
+    Attributes
+    ----------
+    criterion : str
+        ``"gcv"``, ``"holdout"`` or ``"kfold"`` (or ``"validation"`` / ``"oracle"`` when scored on a
+        given set).
+    param_name : str
+        What a step is (``"round"``, ``"alpha"``, ``"steps"``, ...).
+    params : ndarray of shape (S,)
+        The candidate steps (e.g. rounds 0..T-1).
+    scores : ndarray of shape (S,)
+        The criterion per step (lower is better).
+    chosen : int
+        Index of the chosen step (the first minimum).
+    dof : ndarray of shape (S,) or None
+        Effective degrees of freedom per step, when known.
+    train_mse : ndarray of shape (S,) or None
+        Training error per step, when known.
+    split_scores : ndarray of shape (n_splits, S) or None
+        The score of each split (holdout, kfold).
+    settings : dict
+        ``n_folds``, ``holdout_fraction``, ``random_state``.
     """
 
     criterion: str
@@ -170,6 +217,7 @@ class SelectionResult:
 
     @property
     def chosen_param(self) -> float:
+        """The chosen step's parameter value (e.g. the round number)."""
         return float(self.params[self.chosen])
 
     @property
@@ -177,6 +225,7 @@ class SelectionResult:
         return int(len(self.scores))
 
     def table(self) -> list[dict[str, Any]]:
+        """One row per candidate: step, parameter, score, dof, train MSE, whether it was chosen."""
         rows = []
         for s in range(self.n_candidates):
             row = {"step": s, self.param_name: float(self.params[s]), self.criterion: float(self.scores[s])}
@@ -219,9 +268,11 @@ class SelectionResult:
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:
+        """Everything as JSON (atomic write)."""
         return atomic_write_json(path, to_jsonable(self.to_dict()))
 
     def to_csv(self, path: str | os.PathLike) -> Path:
+        """The table as CSV (atomic write)."""
         rows = self.table()
         return atomic_write_csv(path, rows, list(rows[0]) if rows else ["step"])
 

@@ -81,11 +81,29 @@ def symmetrize_scaled(gram: np.ndarray, out: np.ndarray, n_samples: int) -> np.n
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Eigendecomposition of G = gram / K (ascending eigenvalues, eigenvectors as columns).
+    """Eigendecomposition of ``G = gram / K`` (ascending eigenvalues, eigenvectors as columns).
 
-    eigenvalues: d >= 0 (round-off clipped to 0; ``null_mask`` marks the exact zeros).
-    eigenvectors: V with G = V diag(d) V^T.
-    n_samples: K.
+    Build it with :meth:`from_gram` from the raw kernel matrix, then pass it to :func:`self_distill` or to
+    any ``*_path`` function: one eigendecomposition serves every epsilon, every round and every filter.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (K,)
+        d >= 0, ascending (round-off clipped to 0; :attr:`null_mask` marks the exact zeros).
+    eigenvectors : ndarray of shape (K, K)
+        V with ``G = V diag(d) V^T``.
+    n_samples : int
+        K.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from selfdistill.kernel import Spectrum, kernel_matrix, self_distill
+    >>> x = np.linspace(0, 1, 20)[:, None]
+    >>> spectrum = Spectrum.from_gram(kernel_matrix(x, kernel="rbf", gamma=5.0))
+    >>> chains = [self_distill(spectrum, np.cos(3 * x[:, 0]), eps) for eps in (0.01, 0.05)]
+    >>> [chain.n_rounds > 0 for chain in chains]
+    [True, True]
     """
 
     eigenvalues: np.ndarray
@@ -103,11 +121,28 @@ class Spectrum:
         overwrite_gram: bool = False,
         dtype: str = "float64",
     ) -> Spectrum:
-        """Validate the RAW kernel matrix [g(x_j, x_k)] and decompose G = gram / K with scipy.linalg.eigh.
+        """Validate the RAW kernel matrix ``[g(x_j, x_k)]`` and decompose ``G = gram / K`` (SciPy's eigh).
 
-        overwrite_gram: form G in ``gram``'s memory (saves one K x K copy; ``gram`` is destroyed).
-        dtype: "float64" (default) or "float32" (half the memory, eigenvalues accurate to ~1e-7 of the
-        largest: smaller ones count as zero, see ``from_eigh``)."""
+        Parameters
+        ----------
+        gram : ndarray of shape (K, K)
+            The raw kernel matrix (no 1/K): finite, symmetric, positive semi-definite up to the tolerances.
+        symmetry_rtol : float, default=1e-8
+            Largest accepted ``max|K - K^T| / max|K|``.
+        psd_rtol : float, default=1e-6
+            Negative eigenvalues down to ``-psd_rtol * d_max`` are round-off (clipped to 0).
+        driver : str or None, default=None
+            ``scipy.linalg.eigh`` driver (None: SciPy's default).
+        overwrite_gram : bool, default=False
+            Form G in ``gram``'s memory (saves one K x K copy; ``gram`` is destroyed).
+        dtype : {"float64", "float32"}, default="float64"
+            float32 halves the memory; its eigenvalues are accurate to about 1e-7 of the largest, and
+            smaller ones count as zero (see :meth:`from_eigh`).
+
+        Returns
+        -------
+        Spectrum
+        """
         if dtype not in EIGH_DTYPES:
             raise ValueError(f"dtype={dtype!r} must be one of {EIGH_DTYPES}")
         gram = np.asarray(gram)
@@ -147,11 +182,12 @@ class Spectrum:
         psd_rtol: float = PSD_RTOL,
         null_rtol: float | None = None,
     ) -> Spectrum:
-        """Spectrum from an eigensolver's ascending eigenvalues d and eigenvectors V of G = gram / K.
+        """Spectrum from an eigensolver's ascending eigenvalues d and eigenvectors V of ``G = gram / K``.
 
-        Rejects an indefinite G (d_min < -max(psd_rtol, null_rtol) * d_max), then sets round-off sized
-        eigenvalues, d <= null_rtol * d_max, to exactly 0: the null space. null_rtol defaults to the float64
-        rule K * eps (numpy.linalg.matrix_rank's tolerance); see ``null_rtol`` for float32."""
+        Rejects an indefinite G (``d_min < -max(psd_rtol, null_rtol) * d_max``), then sets round-off sized
+        eigenvalues, ``d <= null_rtol * d_max``, to exactly 0: the null space. ``null_rtol`` defaults to the
+        float64 rule ``K * eps`` (``numpy.linalg.matrix_rank``'s tolerance); see the module function
+        ``null_rtol`` for float32."""
         d = np.asarray(eigenvalues, dtype=float)
         n = int(n_samples)
         d_max = float(d[-1]) if d.size else 0.0

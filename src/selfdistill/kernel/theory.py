@@ -524,14 +524,37 @@ def compare_with_theory(
     c_dagger: float = 1.0,
     rank_tol: float | None = None,
 ) -> TheoryReport:
-    """Every bound of the paper beside an observed chain.
+    """Every bound of the paper beside an observed chain (``ChainResult.theory()`` calls this).
 
-    eigenvalues: d of G (ascending; zeros and round-off allowed: bounds use d > rank_tol * d_max).
-    z_norms: ||z_t|| (Frobenius for several outputs) for t = 0..T; c: c_t of the T fitted rounds;
-    b_diag: (T, K), row t = diagonal of B_t; epsilon; n_samples = K. c_dagger scales the equivalent kernel.
+    Parameters
+    ----------
+    eigenvalues : ndarray of shape (K,)
+        d of G (ascending; zeros and round-off allowed: bounds use ``d > rank_tol * d_max``).
+    z_norms : ndarray of shape (T+1,)
+        ``||z_t||`` (Frobenius for several outputs) for t = 0..T.
+    c : ndarray of shape (T,)
+        c_t of the T fitted rounds (one shared c per round).
+    b_diag : ndarray of shape (T, K)
+        Row t is the diagonal of ``B_t`` (45).
+    epsilon : float
+        The constraint of eq. (1).
+    n_samples : int
+        K.
+    c_dagger : float, default=1.0
+        Scale of the equivalent kernel.
+    rank_tol : float or None, default=None
+        Eigenvalues at most ``rank_tol * d_max`` count as zero (default ``K * machine-eps``).
 
-    b_diag is checked against prod_i d/(c_i + d) recomputed from c (``b_diag_max_deviation``); the
-    equivalent kernel uses the recomputed B_t and 1 - B_t (no cancellation when B_t is close to 1).
+    Returns
+    -------
+    TheoryReport
+        Every bound beside what happened, the violations and plain-words notes.
+
+    Notes
+    -----
+    ``b_diag`` is checked against ``prod_i d / (c_i + d)`` recomputed from c (``b_diag_max_deviation``);
+    the equivalent kernel uses the recomputed ``B_t`` and ``1 - B_t`` (no cancellation when ``B_t`` is
+    close to 1).
     """
     d_all = np.clip(np.asarray(eigenvalues, dtype=float).ravel(), 0.0, None)
     order = np.argsort(d_all, kind="stable")
