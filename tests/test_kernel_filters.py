@@ -289,3 +289,15 @@ def test_boosting_on_a_grid_of_fit_counts_equals_the_cumulative_path():
         np.testing.assert_allclose(grid.predict(gram_test, s), expected, atol=1e-10)
     with pytest.raises(ValueError, match="steps= needs one alpha"):
         boosting_path(gram, y, [1.0, 2.0], steps=[3])
+
+
+def test_a_self_distillation_path_prints_its_settings_not_the_whole_chain():
+    from selfdistill.kernel import self_distillation_path
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    gram = np.exp(-((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    path = self_distillation_path(gram, X[:, 0] + 0.1 * rng.normal(size=30), epsilon=0.05)
+    text = str(path)
+    assert text.splitlines()[0].startswith("FilterPath: self_distillation") and "epsilon=0.05" in text
+    assert "ChainResult" not in text and len(text.splitlines()) == path.n_steps + 2

@@ -27,7 +27,14 @@ import numpy as np
 
 from selfdistill.kernel.kernels import kernel_matrix
 from selfdistill.kernel.memory import check_exact_route_fits, row_block
-from selfdistill.kernel.spectrum import EIGH_DTYPES, PSD_RTOL, SYMMETRY_RTOL, Spectrum, null_rtol
+from selfdistill.kernel.spectrum import (
+    EIGH_DTYPES,
+    PSD_RTOL,
+    SYMMETRY_RTOL,
+    Spectrum,
+    check_gram_statistics,
+    null_rtol,
+)
 
 BACKENDS = ("auto", "numpy", "torch")
 #: K x K matrices the NumPy route holds at its peak: G (formed in the kernel matrix's memory) and V
@@ -252,14 +259,7 @@ def _torch_exact_spectrum(
             continue
         scale = max(scale, float(rows.abs().max()))
         asym = max(asym, float((rows - G[:, start : start + step].T).abs().max()))
-    if bad:
-        raise ValueError(f"gram contains {bad} NaN or infinite entries; check inputs, kernel params")
-    if asym > symmetry_rtol * max(scale, np.finfo(float).tiny):
-        raise ValueError(
-            f"gram is not symmetric: max|K - K^T| = {asym:.3g} (max|K| = {scale:.3g}, relative "
-            f"{asym / scale:.3g} > symmetry_rtol={symmetry_rtol:g}); pass a symmetric kernel matrix, "
-            "e.g. (K + K.T) / 2"
-        )
+    check_gram_statistics(bad, scale, asym, symmetry_rtol=symmetry_rtol)
     _torch_symmetrize_scaled(G, n)
     d, V = torch.linalg.eigh(G)
     del G

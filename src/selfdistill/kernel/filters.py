@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from selfdistill.io import atomic_write_csv
-from selfdistill.kernel.result import ChainResult
+from selfdistill.kernel.result import ChainResult, check_test_kernel
+from selfdistill.kernel.rounds import check_labels
 from selfdistill.kernel.spectrum import Spectrum
 
 #: the filters of this module, by the name FilterPath.method carries.
@@ -232,15 +233,7 @@ class FilterPath:
         return np.einsum("jk,skm->sjm", self.spectrum.eigenvectors, scaled) / self.n_samples
 
     def _check_test_kernel(self, kernel_test_train: np.ndarray) -> np.ndarray:
-        k = np.asarray(kernel_test_train, dtype=float)
-        if k.ndim != 2 or k.shape[1] != self.n_samples:
-            raise ValueError(
-                f"kernel_test_train must be the raw matrix [g(x_test, x_train)] of shape (n_test, "
-                f"{self.n_samples}), got shape {k.shape}"
-            )
-        if not np.all(np.isfinite(k)):
-            raise ValueError("kernel_test_train contains NaN or infinite values")
-        return k
+        return check_test_kernel(kernel_test_train, self.n_samples)
 
     def predict(self, kernel_test_train: np.ndarray, step: int | None = None) -> np.ndarray:
         """f_s at new points.
@@ -286,7 +279,11 @@ class FilterPath:
         ]
 
     def __str__(self) -> str:
-        settings = ", ".join(f"{k}={_fmt(v)}" for k, v in self.info.items() if np.ndim(v) == 0)
+        settings = ", ".join(
+            f"{k}={_fmt(v)}"
+            for k, v in self.info.items()
+            if isinstance(v, int | float | str | np.number) and not isinstance(v, bool)
+        )  # scalar settings only: info["chain"] (a ChainResult) is not one, though np.ndim says 0
         lines = [
             f"FilterPath: {self.method}, K={self.n_samples}, outputs={self.n_outputs}, steps={self.n_steps}"
             + (f", {settings}" if settings else ""),
@@ -379,16 +376,7 @@ class FilterPath:
 
 def _prepare(gram: np.ndarray | Spectrum, y: np.ndarray) -> tuple[Spectrum, np.ndarray]:
     spectrum = gram if isinstance(gram, Spectrum) else Spectrum.from_gram(gram)
-    K = spectrum.n_samples
-    y = np.asarray(y, dtype=float)
-    if y.ndim not in (1, 2) or y.shape[0] != K:
-        raise ValueError(
-            f"y must have shape ({K},) or ({K}, n_outputs) to match the kernel matrix ({K} points), got "
-            f"shape {y.shape}"
-        )
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y contains NaN or infinite values; remove or impute them")
-    return spectrum, y
+    return spectrum, check_labels(y, spectrum.n_samples)
 
 
 def _positive_grid(values: Any, name: str, *, integer: bool = False) -> np.ndarray:

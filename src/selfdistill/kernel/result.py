@@ -23,6 +23,20 @@ _FORMAT = "selfdistill.kernel.ChainResult"
 _VERSION = 1
 
 
+def check_test_kernel(kernel_test_train: Any, n_samples: int) -> np.ndarray:
+    """The raw test-by-train matrix [g(x_test, x_train)] as floats, of shape (n_test, K) and finite;
+    one-line ValueError otherwise (every result that predicts from a kernel matrix checks it so)."""
+    k = np.asarray(kernel_test_train, dtype=float)
+    if k.ndim != 2 or k.shape[1] != n_samples:
+        raise ValueError(
+            f"kernel_test_train must be the raw matrix [g(x_test, x_train)] of shape "
+            f"(n_test, {n_samples}), got shape {k.shape}"
+        )
+    if not np.all(np.isfinite(k)):
+        raise ValueError("kernel_test_train contains NaN or infinite values")
+    return k
+
+
 def _from_json_array(value: Any) -> np.ndarray:
     return np.asarray(from_jsonable(value), dtype=float)
 
@@ -209,15 +223,7 @@ class ChainResult:
         return pred[:, 0] if self.labels.ndim == 1 else pred
 
     def _check_test_kernel(self, kernel_test_train: np.ndarray) -> np.ndarray:
-        k = np.asarray(kernel_test_train, dtype=float)
-        if k.ndim != 2 or k.shape[1] != self.n_samples:
-            raise ValueError(
-                f"kernel_test_train must be the raw matrix [g(x_test, x_train)] of shape "
-                f"(n_test, {self.n_samples}), got shape {k.shape}"
-            )
-        if not np.all(np.isfinite(k)):
-            raise ValueError("kernel_test_train contains NaN or infinite values")
-        return k
+        return check_test_kernel(kernel_test_train, self.n_samples)
 
     def predict(self, kernel_test_train: np.ndarray, round: int | None = None) -> np.ndarray:
         """f_t at new points, eq. (44) in its stable form ``g_x^T V diag(1/(c_t + d)) z_t``.

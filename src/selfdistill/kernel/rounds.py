@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -131,6 +132,21 @@ def _null_space_cause(null: np.ndarray, n_samples: int) -> str:
         "low-rank kernel, one vanishing at a training point, or a very smooth kernel such as rbf with a "
         "small gamma"
     )
+
+
+def check_labels(y: Any, n_samples: int) -> np.ndarray:
+    """``y`` as a float array of shape (K,) or (K, m) matching the kernel matrix's K points, finite, and
+    with a sum of squares that float64 can hold; one-line ValueError otherwise."""
+    y = np.asarray(y, dtype=float)
+    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
+        raise ValueError(
+            f"y must have shape ({n_samples},) or ({n_samples}, n_outputs) to match the kernel matrix "
+            f"({n_samples} points), got shape {y.shape}"
+        )
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values; remove or impute them")
+    check_label_scale(y)
+    return y
 
 
 def check_label_scale(y: np.ndarray) -> None:
@@ -256,15 +272,7 @@ def self_distill(
     K = spectrum.n_samples
     d = spectrum.eigenvalues
 
-    y = np.asarray(y, dtype=float)
-    if y.ndim not in (1, 2) or y.shape[0] != K:
-        raise ValueError(
-            f"y must have shape ({K},) or ({K}, n_outputs) to match the kernel matrix ({K} points), "
-            f"got shape {y.shape}"
-        )
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y contains NaN or infinite values; remove or impute them")
-    check_label_scale(y)
+    y = check_labels(y, K)
     single_output = y.ndim == 1
     Y = y.reshape(K, -1)
     m = Y.shape[1]

@@ -79,6 +79,19 @@ def symmetrize_scaled(gram: np.ndarray, out: np.ndarray, n_samples: int) -> np.n
     return out
 
 
+def check_gram_statistics(bad: int, scale: float, asym: float, *, symmetry_rtol: float) -> None:
+    """One-line ValueError for a kernel matrix with ``bad`` non-finite entries, or whose asymmetry
+    max|K - K^T| = ``asym`` exceeds ``symmetry_rtol`` times its scale max|K| (every backend's check)."""
+    if bad:
+        raise ValueError(f"gram contains {bad} NaN or infinite entries; check inputs, kernel params")
+    if asym > symmetry_rtol * max(scale, np.finfo(float).tiny):
+        raise ValueError(
+            f"gram is not symmetric: max|K - K^T| = {asym:.3g} (max|K| = {scale:.3g}, relative "
+            f"{asym / scale:.3g} > symmetry_rtol={symmetry_rtol:g}); pass a symmetric kernel matrix, "
+            "e.g. (K + K.T) / 2"
+        )
+
+
 @dataclass(frozen=True)
 class Spectrum:
     """Eigendecomposition of ``G = gram / K`` (ascending eigenvalues, eigenvectors as columns).
@@ -155,15 +168,7 @@ class Spectrum:
         n = gram.shape[0]
         if n == 0:
             raise ValueError("gram is empty: need at least one training point")
-        bad, scale, asym = gram_scale_and_asymmetry(gram)
-        if bad:
-            raise ValueError(f"gram contains {bad} NaN or infinite entries; check inputs, kernel params")
-        if asym > symmetry_rtol * max(scale, np.finfo(float).tiny):
-            raise ValueError(
-                f"gram is not symmetric: max|K - K^T| = {asym:.3g} (max|K| = {scale:.3g}, relative "
-                f"{asym / scale:.3g} > symmetry_rtol={symmetry_rtol:g}); pass a symmetric kernel matrix, "
-                "e.g. (K + K.T) / 2"
-            )
+        check_gram_statistics(*gram_scale_and_asymmetry(gram), symmetry_rtol=symmetry_rtol)
         in_place = overwrite_gram and gram.dtype == np.dtype(dtype) and gram.flags.c_contiguous
         G = symmetrize_scaled(gram, gram if in_place else np.empty((n, n), dtype=dtype), n)
         # G is exactly symmetric, so G.T (a Fortran-ordered view of the same memory) is G: LAPACK works in
