@@ -1,23 +1,24 @@
 """Self-distillation and distillation on your own model and your own data, in a few lines.
 
-:func:`self_distill` runs a multi-round self-distillation chain (Mobahi, Farajtabar, Bartlett 2020,
-Section 5) and :func:`distill` distills a trained teacher into fresh students with the methods of
-:mod:`selfdistill.nn.methods`, from
+:func:`~selfdistill.nn.self_distill` runs a multi-round self-distillation chain (Mobahi, Farajtabar,
+Bartlett 2020, Section 5) and :func:`~selfdistill.nn.distill` distills a trained teacher into fresh
+students with the methods of :mod:`selfdistill.nn.methods`, from
 
 * any model factory: a function with no arguments returning a NEW ``nn.Module`` that maps a batch of inputs
   to logits ``(batch, num_classes)`` (torchvision: ``lambda: resnet18(num_classes=10)``; timm:
   ``lambda: timm.create_model("resnet18", num_classes=10)``; or your own class);
 * your data as ``(x, y)`` tensor pairs or map-style ``torch.utils.data.Dataset`` objects of
   ``(input, label)`` items (train, validation, test; validation and test optional), or the
-  :class:`~selfdistill.nn.data.DataSplits` of :func:`~selfdistill.nn.data.load_data`;
+  :class:`~selfdistill.nn.DataSplits` of :func:`~selfdistill.nn.load_data`;
 * a training budget and optimizer, :class:`~selfdistill.nn.training.TrainSpec` (with the speed switches
   ``bf16``, ``channels_last`` and ``compile``).
 
 Datasets are read through DataLoaders (``num_workers``, ``pin_memory``) with seeded batch order, and give
 the same numbers as tensors holding the same examples (:mod:`selfdistill.nn.inputs`). Bad data and a model
 whose output width is not ``num_classes`` are refused with a one-line error before any training.
-``selfdistill train`` runs :func:`self_distill` too; ``selfdistill distill`` trains its teacher and every
-student with :func:`~selfdistill.nn.chain.train_round`, the function :func:`distill` uses.
+``selfdistill train`` runs :func:`~selfdistill.nn.self_distill` too; ``selfdistill distill`` trains its
+teacher and every student with :func:`~selfdistill.nn.chain.train_round`, the function
+:func:`~selfdistill.nn.distill` uses.
 
 Examples
 --------
@@ -130,7 +131,7 @@ def self_distill(
         ``model_factory()`` returns a NEW ``nn.Module`` mapping a batch of inputs to logits
         ``(batch, num_classes)``; it is called under a seeded RNG once per round and seed.
     train, val, test : (x, y) pair, Dataset, or ``train`` a DataSplits/DatasetSplits
-        See :func:`~selfdistill.nn.inputs.as_splits`. ``val`` chooses the best round; ``test`` is reported,
+        See :func:`~selfdistill.nn.as_splits`. ``val`` chooses the best round; ``test`` is reported,
         never used to choose. Both are optional.
     training : TrainSpec
         Optimizer, budget per round (``steps`` or ``epochs``) and speed switches.
@@ -141,7 +142,7 @@ def self_distill(
     seeds : int or sequence of int
         A count ``n`` (seeds 0 .. n-1) or the seeds themselves.
     loss : str or nn.Module
-        A name of :func:`~selfdistill.nn.losses.build_loss` (``"l2"``, ``"soft_ce"``, ``"kl"``,
+        A name of :func:`~selfdistill.nn.build_loss` (``"l2"``, ``"soft_ce"``, ``"kl"``,
         ``"hard_ce"``, ``"ptloss"``) or a module ``loss(student_logits, target_probs) -> scalar``.
     xi : float
         Weight of the teacher in the targets from round 1 on (1: pure self-distillation).
@@ -151,7 +152,7 @@ def self_distill(
         Checkpoint every finished round there and write ``rounds.csv``; calling again with the same
         arguments resumes after the last finished round (identical results).
     augment, train_eval, clean_train_labels, num_workers, pin_memory
-        Data options (:func:`~selfdistill.nn.inputs.as_splits`).
+        Data options (:func:`~selfdistill.nn.as_splits`).
     eval_batch_size : int
         Batch size of the evaluation passes.
     hooks, settings, dist_ctx
@@ -216,9 +217,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 @dataclass
 class DistillationResult:
-    """Students distilled from one teacher: one row per method and seed (:data:`DISTILL_COLUMNS`), the
-    teacher's accuracies, each method's description. Prints as a table (mean ± std over seeds), plots
-    (:meth:`plot`), names the best method on validation data (:attr:`best_method`), saves as CSV."""
+    """Students distilled from one teacher, with their table, plot and best method.
+
+    ``rows``: one dict per method and seed (columns ``DISTILL_COLUMNS``); ``teacher``: the teacher's
+    accuracies; ``descriptions``: what each method computes. Prints as a table (mean ± std over seeds),
+    plots (:meth:`plot`), names the best method on validation data (:attr:`best_method`), saves as CSV."""
 
     rows: list[dict[str, Any]]
     teacher: dict[str, float]
@@ -345,11 +348,11 @@ def distill(
     student_factory : callable
         ``student_factory()`` returns a NEW student ``nn.Module`` (logits ``(batch, num_classes)``).
     train, val, test, num_classes, augment, train_eval, num_workers, pin_memory
-        Your data, as in :func:`self_distill`.
+        Your data, as in :func:`~selfdistill.nn.self_distill`.
     training : TrainSpec
         Optimizer and budget of every student.
     methods : str, DistillationMethod or a sequence of them
-        :func:`selfdistill.nn.methods.build_method` objects (e.g. ``build_method("kd", temperature=4)``) or
+        :func:`selfdistill.nn.build_method` objects (e.g. ``build_method("kd", temperature=4)``) or
         names of kinds without parameters (``"kl"``).
     seeds : int or sequence of int
         Student seeds (a count n: 0 .. n-1).

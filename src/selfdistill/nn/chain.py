@@ -19,8 +19,8 @@ loss on the ORIGINAL training labels (one-hot targets, the chain's loss), the lo
 targets, validation and test accuracy and loss, steps and seconds. Model selection ("best round") looks at
 validation only; test numbers are reported, never used to choose.
 
-Data: tensors (a :class:`~selfdistill.nn.data.DataSplits`) or map-style Datasets (a
-:class:`~selfdistill.nn.inputs.DatasetSplits`), checked before any training (bad items, labels, shapes, the
+Data: tensors (a :class:`~selfdistill.nn.DataSplits`) or map-style Datasets (a
+:class:`~selfdistill.nn.DatasetSplits`), checked before any training (bad items, labels, shapes, the
 model's output width: :mod:`selfdistill.nn.inputs`); both run the same code and give the same numbers on the
 same examples. Most users call :func:`selfdistill.nn.self_distill`, which builds the arguments of
 :func:`run_chain` from plain values.
@@ -162,10 +162,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 @dataclass
 class NeuralChainResult:
-    """Per-seed, per-round metrics of a neural chain: prints as a mean ± std table (``print(result)``),
-    plots its curves (:meth:`plot`), names the best round chosen on validation data (:attr:`best_round`,
-    :meth:`best_round_by_val`) and saves as CSV (:meth:`save_csv`). ``rows`` holds one dict per seed and
-    round (columns :data:`ROUND_COLUMNS` and :data:`EXTRA_COLUMNS`). (The kernel engine's result is
+    """Per-seed, per-round metrics of a neural chain, with its table, curves and best round.
+
+    It prints as a mean ± std table (``print(result)``), plots its curves (:meth:`plot`), names the best
+    round chosen on validation data (:attr:`best_round`, :meth:`best_round_by_val`) and saves as CSV
+    (:meth:`save_csv`). ``rows`` holds one dict per seed and round (columns ``ROUND_COLUMNS`` and
+    ``EXTRA_COLUMNS`` of :mod:`selfdistill.nn.chain`). (The kernel engine's result is
     :class:`selfdistill.kernel.ChainResult`, a different thing.)"""
 
     rows: list[dict[str, Any]]
@@ -322,6 +324,8 @@ class NeuralChainResult:
         return self.table()
 
     def save_csv(self, path: str | Path) -> None:
+        """Write ``rows`` to ``path`` (``rounds.csv``, the file :mod:`selfdistill.nn.plots` reads),
+        atomically."""
         atomic_write_csv(path, self.rows, self.columns)
 
 
@@ -442,8 +446,8 @@ def run_chain(
 ) -> NeuralChainResult:
     """Run (or resume) a self-distillation chain on ``data`` for every seed of ``spec``.
 
-    ``data``: a :class:`~selfdistill.nn.data.DataSplits` (tensors) or a
-    :class:`~selfdistill.nn.inputs.DatasetSplits` (Datasets read through DataLoaders); checked, with the
+    ``data``: a :class:`~selfdistill.nn.DataSplits` (tensors) or a
+    :class:`~selfdistill.nn.DatasetSplits` (Datasets read through DataLoaders); checked, with the
     model's output width, before any training. ``model_factory()`` builds a freshly initialized model (it
     is called under a seeded RNG). With ``out_dir`` every finished round is checkpointed and ``rounds.csv``
     rewritten (rank 0 only), and rounds already checkpointed there are loaded instead of trained, once

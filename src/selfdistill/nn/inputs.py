@@ -1,17 +1,17 @@
 """Your own data for the neural runs: tensors or map-style Datasets, in one form, checked before training.
 
 Two kinds of data reach a chain (:func:`selfdistill.nn.chain.run_chain`) or a distillation run
-(:func:`selfdistill.nn.api.distill`):
+(:func:`selfdistill.nn.distill`):
 
-- **tensors**: a :class:`~selfdistill.nn.data.DataSplits` (what :func:`~selfdistill.nn.data.load_data`
-  returns, or ``(x, y)`` pairs given to :func:`as_splits`); a batch is ``x[indices]``;
-- **Datasets**: a :class:`DatasetSplits` of map-style ``torch.utils.data.Dataset`` objects whose items are
-  ``(input, label)`` pairs; batches are read through a ``DataLoader`` (``num_workers`` worker processes,
-  ``pin_memory``).
+- **tensors**: a :class:`~selfdistill.nn.DataSplits` (what :func:`~selfdistill.nn.load_data`
+  returns, or ``(x, y)`` pairs given to :func:`~selfdistill.nn.as_splits`); a batch is ``x[indices]``;
+- **Datasets**: a :class:`~selfdistill.nn.DatasetSplits` of map-style ``torch.utils.data.Dataset``
+  objects whose items are ``(input, label)`` pairs; batches are read through a ``DataLoader``
+  (``num_workers`` worker processes, ``pin_memory``).
 
 Both run the same code (:func:`prepare_data` turns either into a :class:`RunData`). The training batches
-are the index batches of :class:`~selfdistill.nn.training.BatchStream`, a stream of permutations drawn from
-the round's seeded generator; a DataLoader receives them through its ``batch_sampler``
+are the index batches of ``selfdistill.nn.training.BatchStream``, a stream of permutations drawn from the
+round's seeded generator; a DataLoader receives them through its ``batch_sampler``
 (:class:`StreamBatchSampler`), so a Dataset holding the same examples gives the same batches, the same
 weights and the same numbers as the tensors, and a resumed run stays equal to an uninterrupted one. The
 DataLoader's own generator (which seeds its worker processes) is seeded too (:func:`loader_seed`).
@@ -128,8 +128,8 @@ class DatasetInputs:
 
 
 class StreamBatchSampler(Sampler):
-    """``steps`` index batches from ``stream.next()`` (a :class:`~selfdistill.nn.training.BatchStream`),
-    each passed through ``transform`` (e.g. this rank's shard), as a DataLoader ``batch_sampler``. The
+    """``steps`` index batches from ``stream.next()`` (a ``selfdistill.nn.training.BatchStream``), each
+    passed through ``transform`` (e.g. this rank's shard), as a DataLoader ``batch_sampler``. The
     stream draws lazily, in the main process, from the round's generator: the same index batches as the
     tensor path, however many workers prefetch."""
 
@@ -186,7 +186,7 @@ class DatasetSplits:
         Labels of ``train`` before any label noise you added (for the ``train_acc_clean`` column);
         default: the labels of ``train``.
     num_workers, pin_memory
-        DataLoader options (:class:`DatasetInputs`).
+        DataLoader options (:class:`~selfdistill.nn.inputs.DatasetInputs`).
     name : str
         Shown in messages and tables.
     """
@@ -196,7 +196,7 @@ class DatasetSplits:
     val: Any = None
     test: Any = None
     train_eval: Any = None
-    clean_train_labels: Tensor | None = None
+    clean_train_labels: Tensor | None = field(default=None, repr=False)
     num_workers: int = 0
     pin_memory: bool = False
     name: str = "datasets"
@@ -478,7 +478,7 @@ def _prepare_datasets(data: DatasetSplits) -> RunData:
 
 
 def _prepare_tensors(data: Any) -> RunData:
-    """A :class:`~selfdistill.nn.data.DataSplits` (or any object with its ``x_*``/``y_*`` fields)."""
+    """A :class:`~selfdistill.nn.DataSplits` (or any object with its ``x_*``/``y_*`` fields)."""
     c = int(data.num_classes)
     _check_num_classes(c)
     x_train = data.x_train
@@ -520,7 +520,7 @@ def _prepare_tensors(data: Any) -> RunData:
 
 
 def prepare_data(data: Any) -> RunData:
-    """Check ``data`` (a :class:`~selfdistill.nn.data.DataSplits`, a :class:`DatasetSplits` or a
+    """Check ``data`` (a :class:`~selfdistill.nn.DataSplits`, a :class:`~selfdistill.nn.DatasetSplits` or a
     :class:`RunData`) and return it as a :class:`RunData` (module docstring: the checks)."""
     if isinstance(data, RunData):
         return data
@@ -614,8 +614,8 @@ def as_splits(
     pin_memory: bool = False,
     name: str | None = None,
 ) -> Any:
-    """Your data as the splits a run takes: a :class:`~selfdistill.nn.data.DataSplits` (tensors) or a
-    :class:`DatasetSplits` (Datasets).
+    """Your data as the splits a run takes: a :class:`~selfdistill.nn.DataSplits` (tensors) or a
+    :class:`~selfdistill.nn.DatasetSplits` (Datasets).
 
     Parameters
     ----------
@@ -630,10 +630,10 @@ def as_splits(
         Number of classes (required unless ``train`` is a ``DataSplits``/``DatasetSplits``).
     augment : callable or None
         Tensors only: ``augment(x_batch, generator) -> x_batch`` applied to each training batch (e.g.
-        :class:`~selfdistill.nn.data.RandomCropFlip`); with Datasets, put random transforms in the Dataset
+        :class:`~selfdistill.nn.RandomCropFlip`); with Datasets, put random transforms in the Dataset
         and give ``train_eval``.
     train_eval, clean_train_labels, num_workers, pin_memory
-        Datasets: see :class:`DatasetSplits` (``clean_train_labels`` also works with tensors).
+        Datasets: see :class:`~selfdistill.nn.DatasetSplits` (``clean_train_labels`` also works with tensors).
     name : str or None
         Shown in messages and tables.
     """

@@ -15,8 +15,8 @@ normalization bug common in Born-Again reimplementations).
 - :class:`ProbabilityTargetPTLoss` (``"ptloss"``): PTLoss (Zhang et al. 2024) from :mod:`selfdistill.ptloss`,
   fed ``log p`` as teacher logits.
 
-:func:`mix_targets` builds ``xi * teacher + (1 - xi) * onehot(labels)`` (Borup & Andersen 2021; Das &
-Sanghavi 2023 for xi > 1).
+:func:`~selfdistill.nn.mix_targets` builds ``xi * teacher + (1 - xi) * onehot(labels)`` (Borup & Andersen
+2021; Das & Sanghavi 2023 for xi > 1).
 
 Targets are treated as constants (the teacher is frozen): pass them detached.
 
@@ -135,8 +135,8 @@ class SoftmaxL2Loss(nn.Module):
     -----
     Shapes: ``student_logits`` :math:`(N, C)`; ``target_probs`` :math:`(N, C)`, one distribution per row
     (treated as constants); output: a scalar, or :math:`(N,)` with ``reduction="none"``.
-    The targets may also be mixed with the labels with any ``xi`` (:func:`mix_targets`), negative entries
-    included: the loss stays well defined.
+    The targets may also be mixed with the labels with any ``xi`` (:func:`~selfdistill.nn.mix_targets`),
+    negative entries included: the loss stays well defined.
 
     Examples
     --------
