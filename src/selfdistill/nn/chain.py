@@ -258,23 +258,23 @@ class NeuralChainResult:
             for name in ("seed", "round", *METRIC_COLUMNS)
         }
 
-        def band(ax: Any, column: str, label: str) -> None:
+        def band(ax: Any, column: str, label: str, color: str) -> None:
             if not np.isfinite(table[column]).any():
                 return
             summary = summarize_by_round(table, column)
-            (line,) = ax.plot(summary.rounds, summary.mean, marker="o", markersize=4, label=label)
+            ax.plot(summary.rounds, summary.mean, marker="o", markersize=4, label=label, color=color)
             if np.any(summary.count > 1):
                 ax.fill_between(summary.rounds, summary.mean - summary.std, summary.mean + summary.std,
-                                color=line.get_color(), alpha=0.2, linewidth=0)  # fmt: skip
+                                color=color, alpha=0.2, linewidth=0)  # fmt: skip
 
-        band(ax_acc, "train_acc_original", "train (labels trained on)")
+        band(ax_acc, "train_acc_original", "train (labels trained on)", "tab:blue")
         if not np.allclose(table["train_acc_clean"], table["train_acc_original"], equal_nan=True):
-            band(ax_acc, "train_acc_clean", "train (clean labels)")
-        band(ax_acc, "val_acc", "validation")
-        band(ax_acc, "test_acc", "test")
-        band(ax_loss, "train_loss_original", "train")
-        band(ax_loss, "val_loss", "validation")
-        band(ax_loss, "test_loss", "test")
+            band(ax_acc, "train_acc_clean", "train (clean labels)", "tab:purple")
+        band(ax_acc, "val_acc", "validation", "tab:orange")
+        band(ax_acc, "test_acc", "test", "tab:green")
+        band(ax_loss, "train_loss_original", "train", "tab:blue")
+        band(ax_loss, "val_loss", "validation", "tab:orange")
+        band(ax_loss, "test_loss", "test", "tab:green")
         best = self.best_round
         for ax, ylabel in ((ax_acc, "accuracy"), (ax_loss, "loss on the true labels")):
             if best is not None:
