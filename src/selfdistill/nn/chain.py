@@ -508,7 +508,7 @@ def run_chain(
                 teacher_probs = F.softmax(teacher_train_logits, dim=1)
                 train_targets = mix_targets(teacher_probs, labels_cpu, num_classes, spec.xi)
                 if run.augmented:
-                    target_fn = _augmented_teacher_targets(teacher, labels_cpu, num_classes, spec)
+                    target_fn = _augmented_teacher_targets(teacher, labels_cpu.to(device), num_classes, spec)
             hooks.round_start(seed, t, spec.train.total_steps(run.num_train))
             student, fit = train_round(
                 model_factory,
