@@ -10,9 +10,12 @@ import torch
 import selfdistill.nn.api
 import selfdistill.nn.inputs
 import selfdistill.nn.losses
+import selfdistill.nn.methods
 
 
-@pytest.mark.parametrize("module", [selfdistill.nn.losses, selfdistill.nn.api, selfdistill.nn.inputs])
+@pytest.mark.parametrize(
+    "module", [selfdistill.nn.losses, selfdistill.nn.api, selfdistill.nn.inputs, selfdistill.nn.methods]
+)
 def test_docstring_examples_run(module):
     with torch.random.fork_rng(devices=[]):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
