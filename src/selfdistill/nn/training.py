@@ -63,7 +63,7 @@ Inputs = Tensor | DatasetInputs
 
 OPTIMIZERS = ("adam", "sgd")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
-# switches that change how a step is computed, not what it computes (module docstring); off by default
+# speed switches (module docstring): how a step is computed; bf16 also rounds its numbers; off by default
 PERFORMANCE_SWITCHES = ("bf16", "channels_last", "compile")
 
 
