@@ -41,6 +41,13 @@ Shared sections (defaults after the colon; keys without a default are required):
     chain: {rounds: 10, seeds: 1}        # rounds 0 .. rounds-1; seeds: a count n (0 .. n-1) or a list
     early_stopping_comparison: false     # Figure 6: early-stopped models at equal training loss
     logging: {csv: true, tensorboard: false, progress: true}
+    performance:                         # speed switches of the training step (selfdistill.nn.training)
+      bf16: false                        # bf16 autocast of the forward pass and loss (evaluation in float32)
+      channels_last: false               # channels_last memory for the model and 4-D input batches
+      compile: false                     # torch.compile the training forward
+
+The ``performance`` section is written to ``config.yaml`` (and so into the checkpoints' fingerprint) only
+when a switch is on: a run with all three off keeps the fingerprint of runs from before the section existed.
 
 ``selfdistill distill`` (:class:`DistillConfig`): ``name``, ``data``, ``teacher`` and ``student`` (each
 with a ``model`` and an ``optimizer`` section, the teacher also ``seed: 0`` and ``checkpoint: null``)
@@ -330,6 +337,22 @@ class LoggingConfig:
 
 
 @dataclass
+class PerformanceConfig:
+    """Speed switches of the training step, all off by default (see selfdistill.nn.training.TrainSpec)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def validate(self, where: str) -> None:
+        pass
+
+    @property
+    def any_on(self) -> bool:
+        return self.bf16 or self.channels_last or self.compile
+
+
+@dataclass
 class ExperimentConfig:
     """A validated ``selfdistill train`` config; ``to_dict()`` is the canonical mapping of ``config.yaml``."""
 
@@ -345,6 +368,7 @@ class ExperimentConfig:
     early_stopping_comparison: bool = False
     device: str = "auto"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     def validate(self, where: str) -> None:
         _check_name(where, self.name)
@@ -355,7 +379,20 @@ class ExperimentConfig:
         return config_from_dict(raw, source)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        mapping = _to_dict(self)
+        if not self.performance.any_on:  # module docstring: absent when every switch is off
+            del mapping["performance"]
+        return mapping
+
+    def train_spec(self) -> Any:
+        """The :class:`selfdistill.nn.training.TrainSpec` of the ``optimizer`` and ``performance``
+        sections (imports torch)."""
+        return dataclasses.replace(
+            self.optimizer.to_train_spec(),
+            bf16=self.performance.bf16,
+            channels_last=self.performance.channels_last,
+            compile=self.performance.compile,
+        )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -367,10 +367,9 @@ def stage_teacher(
     to ``out/teacher.pt`` with its hashes). Returns it frozen (eval mode, no gradients)."""
     import torch
 
-    from selfdistill.nn.chain import derive_seed, fresh_model
+    from selfdistill.nn.chain import derive_seed, fresh_model, train_round
     from selfdistill.nn.checkpoint import read_verified_checkpoint, save_verified_checkpoint
     from selfdistill.nn.losses import SoftCrossEntropyLoss
-    from selfdistill.nn.training import train
 
     teacher = given
     path = out / "teacher.pt"
@@ -390,16 +389,15 @@ def stage_teacher(
             _stderr(f"teacher {path}: {read.problem}; retraining the teacher")
     if teacher is None:
         start = time.perf_counter()
-        model = fresh_model(config.teacher.model.factory(data), derive_seed(config.teacher.seed, 0, "init"))
         onehot = torch.nn.functional.one_hot(transfer.teacher_y, data.num_classes).float()
-        generator = torch.Generator().manual_seed(derive_seed(config.teacher.seed, 0, "data"))
-        train(
-            model,
+        model, _ = train_round(  # round 0 of the teacher's seed (the API's one way to train a model)
+            config.teacher.model.factory(data),
             transfer.teacher_x,
             onehot,
             SoftCrossEntropyLoss(),
             config.teacher.optimizer.to_train_spec(),
-            generator=generator,
+            seed=config.teacher.seed,
+            round_index=0,
             device=device,
             augment=data.augment,
         )
@@ -526,21 +524,18 @@ class StudentTrainer:
         self.data, self.transfer, self.device = data, transfer, device
 
     def __call__(self, loss_fn: Any, targets: Any, seed: int) -> dict[str, float]:
-        import torch
-
-        from selfdistill.nn.chain import derive_seed, fresh_model
-        from selfdistill.nn.training import accuracy, predict_logits, train
+        from selfdistill.nn.chain import train_round
+        from selfdistill.nn.training import accuracy, predict_logits
 
         data, device = self.data, self.device
-        student = fresh_model(self.factory, derive_seed(seed, 1, "init"))
-        generator = torch.Generator().manual_seed(derive_seed(seed, 1, "data"))
-        result = train(
-            student,
+        student, result = train_round(  # a student is round 1 of its seed, as in selfdistill.nn.distill
+            self.factory,
             self.transfer.x,
             targets,
             loss_fn,
             self.spec,
-            generator=generator,
+            seed=seed,
+            round_index=1,
             device=device,
             augment=data.augment,
         )

@@ -134,7 +134,7 @@ def build_components(config: ExperimentConfig) -> dict[str, Any]:
         raise ValueError(
             f"loss: {config.loss.name!r} rejected its arguments {config.loss.kwargs}: {err}"
         ) from None
-    train_spec = config.optimizer.to_train_spec()
+    train_spec = config.train_spec()
     spec = ChainSpec(
         rounds=config.chain.rounds, seeds=tuple(config.chain.seed_list), train=train_spec, xi=config.loss.xi
     )
@@ -166,7 +166,8 @@ def run_experiment(
     config: ExperimentConfig, out: Path, *, overwrite: bool = False, plots: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) the experiment of ``config`` into ``out``; returns the summary (also summary.json)."""
-    from selfdistill.nn.chain import count_checkpoints, run_chain
+    from selfdistill.nn.api import self_distill
+    from selfdistill.nn.chain import count_checkpoints
     from selfdistill.nn.checkpoint import atomic_write_json
     from selfdistill.nn.distributed import init_distributed, shutdown_distributed
     from selfdistill.nn.early_stopping import run_early_stopping_comparison
@@ -202,11 +203,14 @@ def run_experiment(
         writer = _tensorboard_writer(config, out, ctx.is_main)
         hooks = _ProgressHooks(spec.rounds * len(spec.seeds), show, writer)
         try:
-            chain = run_chain(
-                data,
+            chain = self_distill(  # the Python API, with the config's DataSplits as its data
                 parts["model_factory"],
-                parts["loss_fn"],
-                spec,
+                data,
+                training=spec.train,
+                rounds=spec.rounds,
+                seeds=spec.seeds,
+                loss=parts["loss_fn"],
+                xi=spec.xi,
                 device=ctx.device,
                 out_dir=out,
                 hooks=hooks,

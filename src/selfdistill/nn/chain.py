@@ -19,6 +19,12 @@ loss on the ORIGINAL training labels (one-hot targets, the chain's loss), the lo
 targets, validation and test accuracy and loss, steps and seconds. Model selection ("best round") looks at
 validation only; test numbers are reported, never used to choose.
 
+Data: tensors (a :class:`~selfdistill.nn.DataSplits`) or map-style Datasets (a
+:class:`~selfdistill.nn.DatasetSplits`), checked before any training (bad items, labels, shapes, the
+model's output width: :mod:`selfdistill.nn.inputs`); both run the same code and give the same numbers on the
+same examples. Most users call :func:`selfdistill.nn.self_distill`, which builds the arguments of
+:func:`run_chain` from plain values.
+
 Checkpoints and resume: after each finished round, ``checkpoints/seed{S}/round{T}.pt`` holds the model
 weights and the round's metric row, written atomically, with the sha256 of the weights, the fingerprint
 of the run's settings (``settings``) and the sha256 of the weights of the round's teacher
@@ -55,8 +61,18 @@ from selfdistill.nn.checkpoint import (
     state_dict_sha256,
 )
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext, barrier
-from selfdistill.nn.losses import mix_targets
+from selfdistill.nn.inputs import (
+    DatasetInputs,
+    check_model_output,
+    num_examples,
+    prepare_data,
+)
+from selfdistill.nn.losses import check_loss_fits, mix_targets
 from selfdistill.nn.training import (
+    PERFORMANCE_SWITCHES,
+    Augment,
+    TargetFn,
+    TrainResult,
     TrainSpec,
     accuracy,
     loss_on,
@@ -146,8 +162,13 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 @dataclass
 class NeuralChainResult:
-    """Per-seed, per-round metrics of a neural chain; prints as a mean ± std table, saves as CSV.
-    (The kernel engine's result is :class:`selfdistill.kernel.ChainResult`, a different thing.)"""
+    """Per-seed, per-round metrics of a neural chain, with its table, curves and best round.
+
+    It prints as a mean ± std table (``print(result)``), plots its curves (:meth:`plot`), names the best
+    round chosen on validation data (:attr:`best_round`, :meth:`best_round_by_val`) and saves as CSV
+    (:meth:`save_csv`). ``rows`` holds one dict per seed and round (columns ``ROUND_COLUMNS`` and
+    ``EXTRA_COLUMNS`` of :mod:`selfdistill.nn.chain`). (The kernel engine's result is
+    :class:`selfdistill.kernel.ChainResult`, a different thing.)"""
 
     rows: list[dict[str, Any]]
     columns: tuple[str, ...] = ROUND_COLUMNS + EXTRA_COLUMNS
@@ -203,6 +224,71 @@ class NeuralChainResult:
             "per_seed_best_round": per_seed,
         }
 
+    @property
+    def best_round(self) -> int | None:
+        """The round with the highest mean validation accuracy (None without a validation split); see
+        :meth:`best_round_by_val`."""
+        return self.best_round_by_val()["round"]
+
+    def plot(self, axes: Sequence[Any] | None = None, *, title: str | None = None) -> Any:
+        """Accuracy and loss per round, mean ± std over seeds (bands with two seeds or more), the best round
+        by validation marked. Two panels: accuracy (training labels, clean training labels when they differ,
+        validation, test) and loss on the true labels (training, validation, test).
+
+        Parameters
+        ----------
+        axes : two matplotlib Axes, optional
+            Where to draw; default: a new pyplot figure.
+        title : str, optional
+            The figure's title.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from selfdistill.nn.plots import summarize_by_round
+
+        if axes is None:
+            import matplotlib.pyplot as plt
+
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+        ax_acc, ax_loss = axes
+        table = {
+            name: np.array([float(r.get(name, float("nan"))) for r in self.rows], dtype=float)
+            for name in ("seed", "round", *METRIC_COLUMNS)
+        }
+
+        def band(ax: Any, column: str, label: str, color: str) -> None:
+            if not np.isfinite(table[column]).any():
+                return
+            summary = summarize_by_round(table, column)
+            ax.plot(summary.rounds, summary.mean, marker="o", markersize=4, label=label, color=color)
+            if np.any(summary.count > 1):
+                ax.fill_between(summary.rounds, summary.mean - summary.std, summary.mean + summary.std,
+                                color=color, alpha=0.2, linewidth=0)  # fmt: skip
+
+        band(ax_acc, "train_acc_original", "train (labels trained on)", "tab:blue")
+        if not np.allclose(table["train_acc_clean"], table["train_acc_original"], equal_nan=True):
+            band(ax_acc, "train_acc_clean", "train (clean labels)", "tab:purple")
+        band(ax_acc, "val_acc", "validation", "tab:orange")
+        band(ax_acc, "test_acc", "test", "tab:green")
+        band(ax_loss, "train_loss_original", "train", "tab:blue")
+        band(ax_loss, "val_loss", "validation", "tab:orange")
+        band(ax_loss, "test_loss", "test", "tab:green")
+        best = self.best_round
+        for ax, ylabel in ((ax_acc, "accuracy"), (ax_loss, "loss on the true labels")):
+            if best is not None:
+                ax.axvline(best, color="k", linestyle=":", linewidth=1, label=f"best by validation: {best}")
+            ax.set_xlabel("round")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+        n = len(self.seeds)
+        note = f"mean ± std over {n} seed{'s' if n != 1 else ''}"
+        ax_acc.figure.suptitle(f"{title} ({note})" if title else note, fontsize=10)
+        return ax_acc.figure
+
     def summary(self) -> dict[str, Any]:
         return {
             **self.meta,
@@ -238,6 +324,8 @@ class NeuralChainResult:
         return self.table()
 
     def save_csv(self, path: str | Path) -> None:
+        """Write ``rows`` to ``path`` (``rounds.csv``, the file :mod:`selfdistill.nn.plots` reads),
+        atomically."""
         atomic_write_csv(path, self.rows, self.columns)
 
 
@@ -251,8 +339,13 @@ def count_checkpoints(out_dir: Path, spec: ChainSpec) -> int:
 
 
 def spec_settings(spec: ChainSpec) -> dict[str, Any]:
-    """The settings of ``spec`` that change a round's result (the default checkpoint fingerprint)."""
-    return {"train": dataclasses.asdict(spec.train), "xi": spec.xi, "eval_batch_size": spec.eval_batch_size}
+    """The settings of ``spec`` that change a round's result (the default checkpoint fingerprint). A speed
+    switch that is off is left out, so runs from before the switches existed keep their fingerprint."""
+    train_settings = dataclasses.asdict(spec.train)
+    for switch in PERFORMANCE_SWITCHES:
+        if not train_settings[switch]:
+            del train_settings[switch]
+    return {"train": train_settings, "xi": spec.xi, "eval_batch_size": spec.eval_batch_size}
 
 
 def fresh_model(model_factory: Callable[[], nn.Module], init_seed: int) -> nn.Module:
@@ -275,13 +368,68 @@ def _nan_if_empty(fn: Callable[[], float], n: int) -> float:
 
 
 def _split_metrics(
-    model: nn.Module, x: Tensor, y: Tensor, num_classes: int, loss_fn: Callable, device, batch_size: int
-) -> tuple[float, float, Tensor]:
-    if x.shape[0] == 0:
-        return float("nan"), float("nan"), torch.empty(0, num_classes)
-    logits = predict_logits(model, x, device=device, batch_size=batch_size)
+    model: nn.Module,
+    x: Tensor | DatasetInputs,
+    y: Tensor,
+    num_classes: int,
+    loss_fn: Callable,
+    device,
+    spec: ChainSpec,
+) -> tuple[float, float]:
+    if num_examples(x) == 0:
+        return float("nan"), float("nan")
+    logits = _predict(model, x, device, spec)
     labels = y.cpu()
-    return accuracy(logits, labels), loss_on(loss_fn, logits, one_hot(labels, num_classes)), logits
+    return accuracy(logits, labels), loss_on(loss_fn, logits, one_hot(labels, num_classes))
+
+
+def _predict(model: nn.Module, x: Tensor | DatasetInputs, device, spec: ChainSpec) -> Tensor:
+    return predict_logits(
+        model, x, device=device, batch_size=spec.eval_batch_size, channels_last=spec.train.channels_last
+    )
+
+
+def train_round(
+    model_factory: Callable[[], nn.Module],
+    inputs: Tensor | DatasetInputs,
+    targets: Tensor | TargetFn,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    train_spec: TrainSpec,
+    *,
+    seed: int,
+    round_index: int,
+    device: torch.device | str = "cpu",
+    augment: Augment | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+) -> tuple[nn.Module, TrainResult]:
+    """Train the model of round ``round_index`` of chain seed ``seed``: a fresh model initialized from
+    ``derive_seed(seed, round_index, "init")``, batches (and batch augmentation) from the ``"data"`` stream,
+    the global torch RNG (dropout, Dataset transforms read in this process) from the ``"torch"`` stream,
+    forked so the caller's random state is untouched. Every model a run trains goes through here: the rounds
+    of a chain, a distillation student (round 1), the distillation CLI's teacher (round 0).
+
+    Returns the trained model (eval mode) and the :class:`~selfdistill.nn.training.TrainResult`.
+    """
+    device = torch.device(device)
+    model = fresh_model(model_factory, derive_seed(seed, round_index, "init"))
+    generator = torch.Generator().manual_seed(derive_seed(seed, round_index, "data"))
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(derive_seed(seed, round_index, "torch"))
+        fit = train(
+            model,
+            inputs,
+            targets,
+            loss_fn,
+            train_spec,
+            generator=generator,
+            device=device,
+            augment=augment,
+            on_step=on_step,
+            dist_ctx=dist_ctx,
+        )
+    return model, fit
 
 
 def run_chain(
@@ -296,35 +444,39 @@ def run_chain(
     dist_ctx: DistContext = SINGLE_PROCESS,
     settings: Mapping[str, Any] | None = None,
 ) -> NeuralChainResult:
-    """Run (or resume) a self-distillation chain on ``data`` (a ``DataSplits``) for every seed of ``spec``.
+    """Run (or resume) a self-distillation chain on ``data`` for every seed of ``spec``.
 
-    ``model_factory()`` builds a freshly initialized model (it is called under a seeded RNG). With
-    ``out_dir`` every finished round is checkpointed and ``rounds.csv`` rewritten (rank 0 only), and rounds
-    already checkpointed there are loaded instead of trained, once verified (module docstring).
-    ``settings``: what the results depend on besides (seed, round), stored as the checkpoints'
-    fingerprint (the experiments layer passes the config minus the keys that do not change results);
-    default: :func:`spec_settings`.
+    ``data``: a :class:`~selfdistill.nn.DataSplits` (tensors) or a
+    :class:`~selfdistill.nn.DatasetSplits` (Datasets read through DataLoaders); checked, with the
+    model's output width, before any training. ``model_factory()`` builds a freshly initialized model (it
+    is called under a seeded RNG). With ``out_dir`` every finished round is checkpointed and ``rounds.csv``
+    rewritten (rank 0 only), and rounds already checkpointed there are loaded instead of trained, once
+    verified (module docstring). ``settings``: what the results depend on besides (seed, round), stored as
+    the checkpoints' fingerprint (the experiments layer passes the config minus the keys that do not change
+    results); default: :func:`spec_settings`.
     """
     device = torch.device(device)
     hooks = hooks or ChainHooks()
     out = Path(out_dir) if out_dir is not None else None
     writes = out is not None and dist_ctx.is_main
-    num_classes = int(data.num_classes)
-    x_train = data.x_train
-    y_train = data.y_train
-    labels_cpu = y_train.cpu()
+    run = prepare_data(data)
+    num_classes = run.num_classes
+    check_model_output(model_factory, run, device)
+    check_loss_fits(loss_fn, num_classes)
+    labels_cpu = run.y_train
     onehot_train = one_hot(labels_cpu, num_classes)
-    clean_labels = getattr(data, "clean_y_train", y_train).cpu()
-    augment = getattr(data, "augment", None)
+    clean_labels = run.clean_y_train
     rows: list[dict[str, Any]] = []
     result = NeuralChainResult(rows=rows)
     settings = dict(settings) if settings is not None else spec_settings(spec)
+    # tensors on a device stay there for training; targets follow the inputs
+    target_device = run.train.device if isinstance(run.train, Tensor) else torch.device("cpu")
 
     for seed in spec.seeds:
         teacher: nn.Module | None = None
         teacher_sha256: str | None = None  # the weights of this round's teacher (None at round 0)
-        # the finished student's eval-mode logits on x_train ARE the next teacher's outputs (same weights,
-        # same inputs, same code path): kept, so each round runs one forward pass over x_train, not two
+        # the finished student's eval-mode logits on the training examples ARE the next teacher's outputs
+        # (same weights, same inputs, same code path): kept, so each round runs one pass over them, not two
         teacher_train_logits: Tensor | None = None
         for t in range(spec.rounds):
             init_seed = derive_seed(seed, t, "init")
@@ -347,43 +499,36 @@ def run_chain(
 
             started = time.perf_counter()
             # targets of this round (y_0 at round 0; the frozen teacher's softmax, mixed with y_0, later)
+            target_fn = None
             if teacher is None:
                 train_targets = onehot_train
-                target_fn = None
             else:
                 if teacher_train_logits is None:
-                    teacher_train_logits = predict_logits(
-                        teacher, x_train, device=device, batch_size=spec.eval_batch_size
-                    )
+                    teacher_train_logits = _predict(teacher, run.train_eval, device, spec)
                 teacher_probs = F.softmax(teacher_train_logits, dim=1)
                 train_targets = mix_targets(teacher_probs, labels_cpu, num_classes, spec.xi)
-                target_fn = None
-                if augment is not None:
-                    target_fn = _augmented_teacher_targets(teacher, y_train, num_classes, spec)
-            student = fresh_model(model_factory, init_seed)
-            generator = torch.Generator().manual_seed(data_seed)
-            hooks.round_start(seed, t, spec.train.total_steps(x_train.shape[0]))
-            cuda_devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda_devices):
-                torch.manual_seed(derive_seed(seed, t, "torch"))
-                fit = train(
-                    student,
-                    x_train,
-                    target_fn if target_fn is not None else train_targets.to(x_train.device),
-                    loss_fn,
-                    spec.train,
-                    generator=generator,
-                    device=device,
-                    augment=augment,
-                    on_step=hooks.step,
-                    dist_ctx=dist_ctx,
-                )
-            train_logits = predict_logits(student, x_train, device=device, batch_size=spec.eval_batch_size)
-            val_acc, val_loss, _ = _split_metrics(
-                student, data.x_val, data.y_val, num_classes, loss_fn, device, spec.eval_batch_size
+                if run.augmented:
+                    target_fn = _augmented_teacher_targets(teacher, labels_cpu.to(device), num_classes, spec)
+            hooks.round_start(seed, t, spec.train.total_steps(run.num_train))
+            student, fit = train_round(
+                model_factory,
+                run.train,
+                target_fn if target_fn is not None else train_targets.to(target_device),
+                loss_fn,
+                spec.train,
+                seed=seed,
+                round_index=t,
+                device=device,
+                augment=run.augment,
+                on_step=hooks.step,
+                dist_ctx=dist_ctx,
             )
-            test_acc, test_loss, _ = _split_metrics(
-                student, data.x_test, data.y_test, num_classes, loss_fn, device, spec.eval_batch_size
+            train_logits = _predict(student, run.train_eval, device, spec)
+            val_acc, val_loss = _split_metrics(
+                student, run.val, run.y_val, num_classes, loss_fn, device, spec
+            )
+            test_acc, test_loss = _split_metrics(
+                student, run.test, run.y_test, num_classes, loss_fn, device, spec
             )
             row = {
                 "seed": int(seed),

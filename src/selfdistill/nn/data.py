@@ -132,6 +132,9 @@ class RandomCropFlip:
 class DataSplits:
     """Train / validation / test tensors of one data set, ready for whole-tensor training.
 
+    For your own tensors, :func:`selfdistill.nn.as_splits` builds one from ``(x, y)`` pairs (and
+    :class:`selfdistill.nn.DatasetSplits` holds map-style Datasets instead).
+
     ``x_*`` are float32 and already normalized, ``y_*`` int64 class indices. ``y_train`` carries the label
     noise (if any); ``clean_y_train`` the labels before noise and ``noise_mask`` (bool) marks the examples
     whose label was changed. ``augment(x_batch, generator)`` is the batch-level train-time augmentation

@@ -12,7 +12,21 @@ Registered kinds (``build_method(kind, **params)``):
 - ``"ptloss"`` (``epsilon``, ``temperature``, ``form``, optional ``name``/``label``): PTLoss (Zhang et al.
   2024, ``docs/specs/ptloss.md``) with the given perturbation ``epsilon``, on probability targets.
 
-New kinds are added with :func:`register_method`.
+New kinds are added with :func:`register_method`. :func:`selfdistill.nn.distill` trains students with
+any of them on your own teacher, student and data.
+
+Examples
+--------
+>>> import torch
+>>> from selfdistill.nn.methods import build_method
+>>> method = build_method("kd", temperature=4.0)
+>>> method.name
+'kd_T4'
+>>> teacher_probs = torch.tensor([[0.7, 0.2, 0.1]])
+>>> method.loss(torch.zeros(1, 3), method.targets(teacher_probs)).ndim   # a scalar, batch mean
+0
+>>> build_method("label_smoothing", smoothing=0.1).targets(teacher_probs)
+tensor([[0.6633, 0.2133, 0.1233]])
 """
 
 from __future__ import annotations

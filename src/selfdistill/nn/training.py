@@ -19,13 +19,28 @@ Weight decay (the paper: "weight decay added to the loss"):
 ``stop_condition(state) -> bool`` is called every ``check_every`` steps and after the last step; returning
 True ends training (early stopping at a target loss, Figure 6). The model is put back into train mode after
 the call, so the callback may evaluate it.
+
+Inputs are a tensor ``(N, ...)`` (batches are ``inputs[indices]``) or a
+:class:`~selfdistill.nn.inputs.DatasetInputs` (a map-style Dataset read through a ``DataLoader`` whose
+``batch_sampler`` yields the SAME index batches, so both give the same batches and the same weights).
+
+Speed switches of :class:`TrainSpec` (all off by default; Issue 9, "the neural chain at GPU speed"):
+
+* ``bf16``: the forward pass and the loss of each training step run under
+  ``torch.autocast(device_type, dtype=torch.bfloat16)``; the loss is computed on the logits cast back to
+  float32. Weights, optimizer state and every evaluation (:func:`predict_logits`) stay float32.
+* ``channels_last``: the model and every 4-D input batch (training and evaluation) use
+  ``torch.channels_last`` memory (faster convolutions on tensor cores); the numbers agree with the default
+  layout to float rounding.
+* ``compile``: the training forward runs through ``torch.compile`` (the first steps compile; evaluation
+  runs the eager model, which shares the weights).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -40,17 +55,42 @@ from selfdistill.nn.distributed import (
     unwrap_model,
     wrap_model,
 )
+from selfdistill.nn.inputs import DatasetInputs, StreamBatchSampler, loader_seed, num_examples
 
 TargetFn = Callable[[Tensor, Tensor], Tensor]
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+Inputs = Tensor | DatasetInputs
 
 OPTIMIZERS = ("adam", "sgd")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
+# speed switches (module docstring): how a step is computed; bf16 also rounds its numbers; off by default
+PERFORMANCE_SWITCHES = ("bf16", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimizer and budget of one training run."""
+    """Optimizer, budget and speed switches of one training run.
+
+    Parameters
+    ----------
+    optimizer : {"adam", "sgd"}
+        ``torch.optim.Adam`` (``AdamW`` with ``weight_decay_mode="decoupled"``) or ``torch.optim.SGD``.
+    lr : float
+        Learning rate.
+    weight_decay : float
+        Coupled L2 ("weight decay added to the loss", the paper) or decoupled decay (module docstring).
+    weight_decay_mode : {"l2", "decoupled"}
+    momentum : float
+        SGD only.
+    batch_size : int
+        Examples per step (all N when N is smaller).
+    steps, epochs : int or float
+        The budget: give exactly one (``epochs`` becomes ``ceil(epochs * N / batch_size)`` steps).
+    check_every : int
+        Steps between calls of a ``stop_condition`` (early stopping).
+    bf16, channels_last, compile : bool
+        Speed switches, off by default (module docstring).
+    """
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -61,8 +101,14 @@ class TrainSpec:
     steps: int | None = None
     epochs: float | None = None
     check_every: int = 50
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        for switch in PERFORMANCE_SWITCHES:
+            if not isinstance(getattr(self, switch), bool):
+                raise ValueError(f"{switch} must be True or False; got {getattr(self, switch)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
@@ -144,15 +190,21 @@ class BatchStream:
         return batch
 
 
-def _check_inputs(inputs: Tensor, targets: Tensor | TargetFn) -> None:
-    if not isinstance(inputs, Tensor):
-        raise ValueError(f"inputs must be a torch.Tensor; got {type(inputs).__name__}")
-    if inputs.shape[0] < 1:
+def _check_inputs(inputs: Inputs, targets: Tensor | TargetFn, augment: Augment | None) -> None:
+    if not isinstance(inputs, Tensor | DatasetInputs):
+        raise ValueError(f"inputs must be a torch.Tensor or a DatasetInputs; got {type(inputs).__name__}")
+    n = num_examples(inputs)
+    if n < 1:
         raise ValueError("inputs is empty: nothing to train on")
+    if augment is not None and isinstance(inputs, DatasetInputs):
+        raise ValueError(
+            "augment (a batch-level augmentation) works on tensor inputs; with a Dataset, put the random "
+            "transforms in the Dataset itself"
+        )
     if isinstance(targets, Tensor):
-        if targets.ndim != 2 or targets.shape[0] != inputs.shape[0]:
+        if targets.ndim != 2 or targets.shape[0] != n:
             raise ValueError(
-                f"targets must have shape (N, C) with N = {inputs.shape[0]} (the number of inputs); "
+                f"targets must have shape (N, C) with N = {n} (the number of inputs); "
                 f"got {tuple(targets.shape)}"
             )
         if not torch.isfinite(targets).all():
@@ -161,9 +213,44 @@ def _check_inputs(inputs: Tensor, targets: Tensor | TargetFn) -> None:
         raise ValueError("targets must be a tensor (N, C) of probabilities or a callable (x_batch, indices)")
 
 
+def _training_batches(
+    inputs: Inputs,
+    stream: BatchStream,
+    total: int,
+    augment: Augment | None,
+    generator: torch.Generator,
+    dist_ctx: DistContext,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(indices, x)`` for each of ``total`` steps (this rank's share of every global batch)."""
+    if isinstance(inputs, DatasetInputs):
+        sampler = StreamBatchSampler(stream, total, lambda batch: shard_indices(batch, dist_ctx))
+        for x, indices in inputs.loader(batch_sampler=sampler, seed=loader_seed(generator)):
+            yield indices, x
+        return
+    for _ in range(total):
+        indices = stream.next()
+        if augment is not None:
+            # augment the GLOBAL batch on every rank so the shared generator stays in sync
+            x_global = augment(inputs[indices], generator)
+            local = shard_indices(torch.arange(indices.numel()), dist_ctx)
+            yield indices[local], x_global[local]
+        else:
+            indices = shard_indices(indices, dist_ctx)
+            yield indices, inputs[indices]
+
+
+def to_device(x: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+    """``x`` on ``device`` (asynchronously from pinned memory on CUDA), in channels_last memory if asked
+    and 4-D."""
+    x = x.to(device, non_blocking=device.type == "cuda")
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def train(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     targets: Tensor | TargetFn,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     spec: TrainSpec,
@@ -177,44 +264,39 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``(inputs, targets)``; see the module docstring for the conventions.
 
-    ``inputs`` may live on the CPU or on ``device``; batches are moved to ``device``. ``on_step(step, loss)``
-    receives the detached batch loss after each optimizer step (for progress bars; calling ``.item()`` on it
-    synchronizes a GPU, so do that sparingly). Under DDP (``dist_ctx``) each rank trains on its shard of
-    every global batch.
+    ``inputs`` (a tensor, on the CPU or on ``device``, or a :class:`~selfdistill.nn.inputs.DatasetInputs`)
+    give the batches, which are moved to ``device``; ``targets[indices]`` (or ``targets(x, indices)``) the
+    targets. ``on_step(step, loss)`` receives the detached batch loss after each optimizer step (for progress
+    bars; calling ``.item()`` on it synchronizes a GPU, so do that sparingly). Under DDP (``dist_ctx``) each
+    rank trains on its shard of every global batch.
     """
-    _check_inputs(inputs, targets)
+    _check_inputs(inputs, targets, augment)
     device = torch.device(device)
-    n = inputs.shape[0]
+    n = num_examples(inputs)
     total = spec.total_steps(n)
     model.to(device)
+    if spec.channels_last:
+        model.to(memory_format=torch.channels_last)
     model.train()
     trained = wrap_model(model, dist_ctx)
+    if spec.compile:
+        trained = torch.compile(trained)
     optimizer = make_optimizer(trained, spec)
     stream = BatchStream(n, spec.batch_size, generator)
     cached_targets = targets if isinstance(targets, Tensor) else None
-    non_blocking = device.type == "cuda"
 
     start = time.perf_counter()
     step = 0
     stopped = False
     loss = torch.zeros(())
-    while step < total:
-        indices = stream.next()
-        if augment is not None:
-            # augment the GLOBAL batch on every rank so the shared generator stays in sync
-            x_global = augment(inputs[indices], generator)
-            local = shard_indices(torch.arange(indices.numel()), dist_ctx)
-            x = x_global[local]
-            indices = indices[local]
-        else:
-            indices = shard_indices(indices, dist_ctx)
-            x = inputs[indices]
-        x = x.to(device, non_blocking=non_blocking)
+    for indices, x_batch in _training_batches(inputs, stream, total, augment, generator, dist_ctx):
+        x = to_device(x_batch, device, spec.channels_last)
         if cached_targets is not None:
-            y = cached_targets[indices].to(device, non_blocking=non_blocking)
+            y = cached_targets[indices].to(device, non_blocking=device.type == "cuda")
         else:
             y = targets(x, indices.to(device))
-        loss = loss_fn(trained(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16):
+            loss = loss_fn(trained(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -240,26 +322,43 @@ def train(
     )
 
 
+def eval_batches(inputs: Inputs, batch_size: int) -> Iterator[Tensor]:
+    """The inputs in order, ``batch_size`` at a time (a Dataset through its DataLoader)."""
+    if isinstance(inputs, DatasetInputs):
+        for x, _ in inputs.loader(batch_size=batch_size):
+            yield x
+        return
+    for i in range(0, inputs.shape[0], batch_size):
+        yield inputs[i : i + batch_size]
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, inputs: Tensor, *, device: torch.device | str = "cpu", batch_size: int = 1024
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+    channels_last: bool = False,
 ) -> Tensor:
-    """Logits of ``model`` (eval mode, no grad) on ``inputs``, in chunks; returned on the CPU."""
+    """Float32 logits of ``model`` (eval mode, no grad, no autocast) on ``inputs`` (a tensor or a
+    :class:`~selfdistill.nn.inputs.DatasetInputs`), in batches; returned on the CPU, shape ``(N, C)``."""
     model = unwrap_model(model)
     was_training = model.training
     model.eval()
     device = torch.device(device)
     chunks = [
-        model(inputs[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, inputs.shape[0], batch_size)
+        model(to_device(x, device, channels_last)).float().cpu() for x in eval_batches(inputs, batch_size)
     ]
     model.train(was_training)
+    if not chunks:
+        return torch.empty(0, 0)
     return torch.cat(chunks)
 
 
 def predict_probs(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     *,
     temperature: float = 1.0,
     device: torch.device | str = "cpu",
@@ -292,7 +391,7 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 def evaluate(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     labels: Tensor,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     *,
