@@ -131,9 +131,6 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
 # one, so that any NEW unresolved reference still fails the build; remove them when those modules get
 # their API entries.
 nitpick_ignore: list[tuple[str, str]] = [
-    # selfdistill.nn.chain (module and run_chain docstrings)
-    ("py:mod", "selfdistill.nn.checkpoint"),
-    ("py:func", "spec_settings"),
     # selfdistill.experiments.config (module docstring, DataConfig.load, ExperimentConfig fields)
     ("py:class", "DistillConfig"),
     ("py:class", "selfdistill.experiments.config.DistillConfig"),
@@ -146,7 +143,6 @@ nitpick_ignore: list[tuple[str, str]] = [
     ("py:func", "stage_search"),
     ("py:func", "stage_students"),
     ("py:func", "stage_summary"),
-    ("py:mod", "selfdistill.nn.methods"),
     ("py:mod", "selfdistill.experiments.runs"),
 ]
 

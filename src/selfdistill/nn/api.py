@@ -352,7 +352,7 @@ def distill(
     training : TrainSpec
         Optimizer and budget of every student.
     methods : str, DistillationMethod or a sequence of them
-        :func:`selfdistill.nn.build_method` objects (e.g. ``build_method("kd", temperature=4)``) or
+        :func:`~selfdistill.nn.methods.build_method` objects (e.g. ``build_method("kd", temperature=4)``) or
         names of kinds without parameters (``"kl"``).
     seeds : int or sequence of int
         Student seeds (a count n: 0 .. n-1).
