@@ -126,10 +126,10 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
     # the API lists proxy_teacher under selfdistill.ptloss, where the helper is not exported
     (r"py:func", r"default_tolerance"),
 ]
-# Names that docstrings of modules under rework (nn/chain.py, experiments/config.py, experiments/distill.py:
-# the neural API of issue 10) mention but that the API reference does not list yet. Exact names, one by
-# one, so that any NEW unresolved reference still fails the build; remove them when those modules get
-# their API entries.
+# Names that docstrings of modules under rework (experiments/config.py, experiments/distill.py: the
+# distillation config and its stages) mention but that the API reference does not list yet. Exact names,
+# one by one, so that any NEW unresolved reference still fails the build; remove them when those modules
+# get their API entries.
 nitpick_ignore: list[tuple[str, str]] = [
     # selfdistill.experiments.config (module docstring, DataConfig.load, ExperimentConfig fields)
     ("py:class", "DistillConfig"),

@@ -1,5 +1,5 @@
 """The examples in the docstrings run: the losses (documented like torch.nn's), the Python API, the inputs,
-and PTLoss (the loss, the proxy teacher, the truncated form, the search)."""
+the training budget, and PTLoss (the loss, the proxy teacher, the truncated form, the search)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import selfdistill.nn.api
 import selfdistill.nn.inputs
 import selfdistill.nn.losses
 import selfdistill.nn.methods
+import selfdistill.nn.training
 import selfdistill.ptloss.loss
 import selfdistill.ptloss.proxy
 import selfdistill.ptloss.search
@@ -22,6 +23,7 @@ MODULES = [
     selfdistill.nn.api,
     selfdistill.nn.inputs,
     selfdistill.nn.methods,
+    selfdistill.nn.training,
     selfdistill.ptloss.loss,
     selfdistill.ptloss.proxy,
     selfdistill.ptloss.truncated,
