@@ -28,7 +28,7 @@ same examples. Most users call :func:`selfdistill.nn.self_distill`, which builds
 Checkpoints and resume: after each finished round, ``checkpoints/seed{S}/round{T}.pt`` holds the model
 weights and the round's metric row, written atomically, with the sha256 of the weights, the fingerprint
 of the run's settings (``settings``) and the sha256 of the weights of the round's teacher
-(:mod:`selfdistill.nn.checkpoint`). A chain started again in the same folder loads the finished rounds and
+(``selfdistill.nn.checkpoint``). A chain started again in the same folder loads the finished rounds and
 continues after the last one; every random choice of a round depends only on (seed, round) and the
 previous round's weights, so the result is identical to an uninterrupted run. A checkpoint is used only if
 it verifies: its hashes match its content (not damaged on disk), it was written with the same settings,

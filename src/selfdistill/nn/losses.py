@@ -258,7 +258,7 @@ class TemperatureKLLoss(nn.Module):
 
     def soften(self, target_probs: Tensor) -> Tensor:
         """``p^(1/T) / Z`` row-wise (identity for T = 1), exact zeros kept, no floor: the same function
-        (:func:`selfdistill.ptloss.loss.soften_probabilities`) as PTLoss's probability targets, so PTLoss
+        (:func:`selfdistill.ptloss.soften_probabilities`) as PTLoss's probability targets, so PTLoss
         with ``epsilon = 0`` equals this loss on the same targets."""
         return soften_probabilities(target_probs, self.temperature)
 

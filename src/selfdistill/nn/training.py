@@ -88,8 +88,35 @@ class TrainSpec:
         The budget: give exactly one (``epochs`` becomes ``ceil(epochs * N / batch_size)`` steps).
     check_every : int
         Steps between calls of a ``stop_condition`` (early stopping).
-    bf16, channels_last, compile : bool
-        Speed switches, off by default (module docstring).
+    bf16 : bool, default False
+        Speed switch: the forward pass and the loss of each training step run under
+        ``torch.autocast(device_type, dtype=torch.bfloat16)``, the loss on the logits cast back to float32;
+        weights, optimizer state and every evaluation stay float32. Results change by bf16 rounding.
+    channels_last : bool, default False
+        Speed switch: the model and every 4-D input batch (training and evaluation) use
+        ``torch.channels_last`` memory (faster convolutions on tensor cores); the numbers agree with the
+        default layout to float rounding.
+    compile : bool, default False
+        Speed switch: the training forward runs through ``torch.compile`` (the first steps compile;
+        evaluation runs the eager model, which shares the weights).
+
+    Notes
+    -----
+    A switch that is on enters the checkpoints' fingerprint (:func:`~selfdistill.nn.chain.spec_settings`):
+    a chain resumed with other switches retrains its rounds.
+
+    Examples
+    --------
+    >>> from selfdistill.nn import TrainSpec
+    >>> TrainSpec(steps=500).total_steps(num_examples=1000)
+    500
+    >>> TrainSpec(epochs=2, batch_size=64).total_steps(num_examples=1000)   # ceil(2 * 1000 / 64)
+    32
+    >>> spec = TrainSpec(optimizer="sgd", lr=0.1, weight_decay=5e-4, epochs=30, bf16=True, channels_last=True)
+    >>> TrainSpec(steps=10, epochs=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: give exactly one of steps or epochs (the training budget)
     """
 
     optimizer: str = "adam"

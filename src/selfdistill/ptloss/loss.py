@@ -1,29 +1,37 @@
-"""PTLoss: knowledge distillation with a perturbed KL loss (Zhang et al., KDD 2024, arXiv 2305.05010).
+r"""PTLoss: knowledge distillation with a perturbed KL loss (Zhang et al., KDD 2024, arXiv 2305.05010).
 
 This is the project's definition (``docs/specs/ptloss.md``; the paper body and code were not available,
 so it was derived from the abstract, a summary and the public reviews and checked numerically). Write
-``u_k = 1 - p_s,k``. The Maclaurin series ``-log p = sum_{m>=1} u^m / m`` makes the cross-entropy part of
-KL(p_t || p_s) a power series in ``u_k``; PTLoss perturbs the coefficients of its first M terms:
+:math:`u_k = 1 - p_{s,k}`. The Maclaurin series :math:`-\log p = \sum_{m \ge 1} u^m / m` makes the
+cross-entropy part of :math:`\mathrm{KL}(p_t \,\|\, p_s)` a power series in :math:`u_k`; PTLoss perturbs
+the coefficients of its first :math:`M` terms (``form="full"``, the default):
 
-    L_PT(p_t, p_s) = KL(p_t || p_s) + sum_k p_t,k sum_{m=1..M} eps_{k,m} (1 - p_s,k)^m      (full, default)
+.. math::
+
+    L_{\mathrm{PT}}(p_t, p_s) = \mathrm{KL}(p_t \,\|\, p_s)
+        + \sum_{k=1}^{C} p_{t,k} \sum_{m=1}^{M} \epsilon_{k,m} (1 - p_{s,k})^m .
 
 The KL part is computed exactly with ``log_softmax`` (never a truncated series), so ``eps = 0`` is exactly
-``KL(p_t || p_s)``. The optional ``form="truncated"`` keeps only the first M series terms (perturbed) and
-drops the tail:
+:math:`\mathrm{KL}(p_t \,\|\, p_s)`. The optional ``form="truncated"`` keeps only the first :math:`M`
+series terms (perturbed) and drops the tail:
 
-    L_trunc(p_t, p_s) = sum_k p_t,k log p_t,k + sum_k p_t,k sum_{m=1..M} (1/m + eps_{k,m}) (1 - p_s,k)^m
+.. math::
 
-Temperature: with ``T != 1`` both distributions are softened, ``p = softmax(logits / T)``, and the loss is
-multiplied by ``T^2`` (Hinton et al. 2015), so gradient magnitudes w.r.t. the logits stay comparable across T.
-The gradient w.r.t. the student logits ``z`` is then ``T * W (p_s - q)`` per example, with
-``g_k = sum_m m eps_{k,m} (1 - p_s,k)^(m-1)``, ``q_j = p_t,j (1 + p_s,j g_j) / W`` and
-``W = sum_k p_t,k (1 + p_s,k g_k)`` (full form).
+    L_{\mathrm{trunc}}(p_t, p_s) = \sum_k p_{t,k} \log p_{t,k}
+        + \sum_k p_{t,k} \sum_{m=1}^{M} \Bigl(\frac{1}{m} + \epsilon_{k,m}\Bigr) (1 - p_{s,k})^m .
 
-Targets: teacher logits (:func:`pt_loss`) or teacher probabilities (:func:`pt_loss_from_probabilities`,
-softened as ``p^(1/T) / Z`` with exact zeros kept, so ``eps = 0`` is exactly temperature KD on the same
-targets). Precision: float16/bfloat16 inputs are computed in float32 and the loss is returned in float32
-(like the losses under ``torch.autocast``); float32/float64 inputs are computed and returned in their
-dtype. An empty batch is refused (its ``batchmean`` would be 0/0).
+Temperature: with :math:`T \ne 1` both distributions are softened, :math:`p = \mathrm{softmax}(z / T)`,
+and the loss is multiplied by :math:`T^2` (Hinton et al. 2015), so gradient magnitudes with respect to the
+logits stay comparable across :math:`T`. The gradient with respect to the student logits :math:`z` is then
+:math:`T\, W (p_s - q)` per example, with :math:`g_k = \sum_m m\, \epsilon_{k,m} (1 - p_{s,k})^{m-1}`,
+:math:`q_j = p_{t,j} (1 + p_{s,j} g_j) / W` and :math:`W = \sum_k p_{t,k} (1 + p_{s,k} g_k)` (full form).
+
+Targets: teacher logits (:func:`~selfdistill.ptloss.pt_loss`) or teacher probabilities
+(:func:`~selfdistill.ptloss.pt_loss_from_probabilities`, softened as :math:`p^{1/T} / Z` with exact zeros
+kept, so ``eps = 0`` is exactly temperature KD on the same targets). Precision: float16/bfloat16 inputs are
+computed in float32 and the loss is returned in float32 (like the losses under ``torch.autocast``);
+float32/float64 inputs are computed and returned in their dtype (:func:`compute_dtype`). An empty batch is
+refused (its ``batchmean`` would be 0/0).
 """
 
 from __future__ import annotations
@@ -138,7 +146,17 @@ def _check_target_probabilities(probs: Tensor, name: str, atol: float = 1e-3) ->
 def compute_dtype(*tensors: Tensor) -> torch.dtype:
     """The dtype PTLoss computes in: the promoted input dtype, raised to float32 for float16/bfloat16
     (whose range, 65504 for float16, a logit gap can exceed, and whose rounding a sum over classes
-    magnifies)."""
+    magnifies).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss.loss import compute_dtype
+    >>> compute_dtype(torch.zeros(2, dtype=torch.bfloat16), torch.zeros(2, dtype=torch.float16))
+    torch.float32
+    >>> compute_dtype(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+    torch.float64
+    """
     dtype = tensors[0].dtype
     for tensor in tensors[1:]:
         dtype = torch.promote_types(dtype, tensor.dtype)
@@ -146,9 +164,34 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def soften_probabilities(probs: Tensor, temperature: float) -> Tensor:
-    """``p^(1/T) / sum_k p_k^(1/T)`` row-wise, computed as ``softmax(log(p) / T)``: exact zeros stay exactly
-    zero (``log 0 = -inf``) and tiny probabilities keep their value (no floor). ``T = 1`` returns ``probs``
-    unchanged. Equals ``softmax(teacher_logits / T)`` when ``probs = softmax(teacher_logits)``."""
+    r"""Soften probability rows with a temperature: :math:`q_k = p_k^{1/T} / \sum_j p_j^{1/T}`.
+
+    Computed as ``softmax(log(p) / T)``: exact zeros stay exactly zero (``log 0 = -inf``) and tiny
+    probabilities keep their value (no floor). ``T = 1`` returns ``probs`` unchanged. Equals
+    ``softmax(teacher_logits / T)`` when ``probs = softmax(teacher_logits)``. PTLoss with probability
+    targets and :class:`~selfdistill.nn.TemperatureKLLoss` soften their targets with it.
+
+    Parameters
+    ----------
+    probs : Tensor, shape (N, C)
+        Probability rows (not checked here).
+    temperature : float
+        :math:`T > 0`; above 1 flattens the rows, below 1 sharpens them.
+
+    Returns
+    -------
+    Tensor, shape (N, C)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss import soften_probabilities
+    >>> logits = torch.tensor([[2.0, 0.0, -1.0]])
+    >>> torch.allclose(soften_probabilities(logits.softmax(1), 4.0), (logits / 4.0).softmax(1))
+    True
+    >>> soften_probabilities(torch.tensor([[0.8, 0.2, 0.0]]), 2.0)   # sqrt(0.8) : sqrt(0.2) = 2 : 1
+    tensor([[0.6667, 0.3333, 0.0000]])
+    """
     if temperature == 1.0:
         return probs
     return torch.softmax(torch.log(probs) / temperature, dim=-1)
@@ -222,13 +265,68 @@ def pt_loss(
     form: str = "full",
     validate: bool = True,
 ) -> Tensor:
-    """PTLoss between teacher and student logits of shape ``(N, C)``; see the module docstring.
+    r"""PTLoss between student and teacher logits, the functional form of :class:`~selfdistill.ptloss.PTLoss`.
 
-    ``reduction``: ``"batchmean"`` (sum over examples / N, like ``F.kl_div(..., reduction="batchmean")``),
-    ``"sum"``, or ``"none"`` (one value per example, shape ``(N,)``). The loss is computed, and returned, in
-    float32 for float16/bfloat16 inputs and in the input dtype otherwise (:func:`compute_dtype`); an empty
-    batch is refused. ``validate=False`` skips the value checks (finiteness, epsilon's shape), which cost
-    one device synchronisation per call.
+    .. math::
+
+        \ell_i = T^2 \Bigl[\mathrm{KL}(q_i \,\|\, p_i)
+            + \sum_{k=1}^{C} q_{i,k} \sum_{m=1}^{M} \epsilon_{k,m} (1 - p_{i,k})^m\Bigr],
+        \quad p_i = \mathrm{softmax}(s_i / T),\ q_i = \mathrm{softmax}(t_i / T)
+
+    for ``form="full"`` (``form="truncated"``: :mod:`selfdistill.ptloss.loss`).
+
+    Parameters
+    ----------
+    student_logits : Tensor, shape (N, C)
+        The student's logits :math:`s_i` (the gradient flows through them).
+    teacher_logits : Tensor, shape (N, C)
+        The teacher's logits :math:`t_i`, used as constants: detach them.
+    epsilon : Tensor, shape (C, M) or (M,)
+        The perturbation, per class and series order, or shared by all classes. Zeros: exactly KL.
+    temperature : float, default 1.0
+        :math:`T`: both distributions are softened and the loss is multiplied by :math:`T^2`.
+    reduction : {"batchmean", "sum", "none"}, default "batchmean"
+        ``"batchmean"``: the sum over classes, then the mean over the N examples (like
+        ``F.kl_div(..., reduction="batchmean")``); ``"sum"``: the sum over examples; ``"none"``: one value
+        per example.
+    form : {"full", "truncated"}, default "full"
+        ``"full"``: exact KL plus the perturbation; ``"truncated"``: only the first M series terms.
+    validate : bool, default True
+        Check the values (finite logits, epsilon's shape), which costs one device synchronisation per call;
+        False checks shapes only.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or shape ``(N,)`` with ``reduction="none"``; float32 for float16/bfloat16 inputs, the
+        input dtype otherwise (:func:`~selfdistill.ptloss.loss.compute_dtype`).
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ or are not ``(N, C)``, an empty batch (N = 0), an unknown ``reduction`` or
+        ``form``, a non-positive temperature; with ``validate``, non-finite values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from selfdistill.ptloss import pt_loss
+    >>> _ = torch.manual_seed(0)
+    >>> s, t = torch.randn(4, 3), torch.randn(4, 3)
+    >>> kl = F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="batchmean")
+    >>> torch.allclose(pt_loss(s, t, torch.zeros(3, 5)), kl)             # eps = 0: exactly KL
+    True
+
+    Perturbing only the first order by ``c`` adds ``c * sum_k q_k (1 - p_k)`` per example:
+
+    >>> c = 0.5
+    >>> p, q = F.softmax(s, dim=1), F.softmax(t, dim=1)
+    >>> by_hand = kl + c * (1 - (q * p).sum(1)).mean()
+    >>> torch.allclose(pt_loss(s, t, torch.tensor([c, 0.0, 0.0])), by_hand)
+    True
+    >>> pt_loss(s, t, torch.zeros(5), temperature=4.0, reduction="none").shape
+    torch.Size([4])
     """
     temperature = _check_options(reduction, form, temperature)
     _check_pair(student_logits, teacher_logits, "teacher_logits", validate)
@@ -253,13 +351,46 @@ def pt_loss_from_probabilities(
     form: str = "full",
     validate: bool = True,
 ) -> Tensor:
-    """PTLoss with probability targets ``teacher_probs`` ``(N, C)`` instead of teacher logits.
+    r"""PTLoss with teacher probabilities ``teacher_probs`` as targets instead of teacher logits.
 
-    The softened target is :func:`soften_probabilities` (``p^(1/T) / Z``, the same as
-    ``nn.losses.TemperatureKLLoss``), zero probabilities contribute ``0 log 0 = 0`` (``torch.xlogy``) and no
-    floor is applied, so ``epsilon = 0`` is exactly temperature KD on the same targets, and the value equals
-    :func:`pt_loss` with ``teacher_logits = log(p)`` wherever ``p > 0``. Targets are constants (detach them).
-    ``validate=True`` also checks that the rows are non-negative and sum to 1 (within 1e-3).
+    The softened target is :math:`q = p^{1/T} / Z` (:func:`~selfdistill.ptloss.soften_probabilities`, the
+    same as :class:`~selfdistill.nn.TemperatureKLLoss`); zero probabilities contribute :math:`0 \log 0 = 0`
+    (``torch.xlogy``) and no floor is applied, so ``epsilon = 0`` is exactly temperature KD on the same
+    targets, and the value equals :func:`~selfdistill.ptloss.pt_loss` with ``teacher_logits = log(p)``
+    wherever :math:`p > 0`.
+
+    Parameters
+    ----------
+    student_logits : Tensor, shape (N, C)
+        The student's logits.
+    teacher_probs : Tensor, shape (N, C)
+        One probability distribution per row (the teacher's ``T = 1`` softmax, possibly mixed or smoothed),
+        used as constants: detach them. With ``validate``, rows must be non-negative and sum to 1 (within
+        1e-3).
+    epsilon, temperature, reduction, form, validate
+        As in :func:`~selfdistill.ptloss.pt_loss`.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or shape ``(N,)`` with ``reduction="none"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss import pt_loss, pt_loss_from_probabilities
+    >>> _ = torch.manual_seed(0)
+    >>> s, t = torch.randn(4, 3), torch.randn(4, 3)
+    >>> eps = 0.1 * torch.randn(3, 5)
+    >>> from_probs = pt_loss_from_probabilities(s, t.softmax(1), eps, temperature=2.0)
+    >>> torch.allclose(from_probs, pt_loss(s, t, eps, temperature=2.0))
+    True
+
+    A target with an exact zero (a class the teacher rules out) stays exactly zero after softening:
+
+    >>> p = torch.tensor([[0.7, 0.3, 0.0]])
+    >>> pt_loss_from_probabilities(torch.zeros(1, 3), p, torch.zeros(5), temperature=2.0).isfinite().item()
+    True
     """
     temperature = _check_options(reduction, form, temperature)
     _check_pair(student_logits, teacher_probs, "teacher_probs", validate)
@@ -274,13 +405,90 @@ def pt_loss_from_probabilities(
 
 
 class PTLoss(nn.Module):
-    """PTLoss as a module: ``PTLoss(epsilon, temperature=1.0, reduction="batchmean")(student, teacher)``.
+    r"""The perturbed distillation loss (PTLoss, Zhang et al. 2024) as a ``torch.nn`` loss module.
 
-    ``epsilon`` is a ``(C, M)`` matrix (per class ``k``, per series order ``m``) or an ``(M,)`` vector shared
-    by all classes; it is stored as a buffer (moves with ``.to(device)``, saved in ``state_dict``). Call it
-    with teacher logits, ``loss(student_logits, teacher_logits)``, or with probability targets,
-    ``loss(student_logits, teacher_probs=p)`` (:func:`pt_loss_from_probabilities`). The teacher's outputs
-    are used as given: detach them (or compute them under ``torch.no_grad()``) in a distillation loop.
+    For student logits :math:`s_i`, teacher logits :math:`t_i`, a temperature :math:`T` and the softened
+    distributions :math:`p_i = \mathrm{softmax}(s_i / T)`, :math:`q_i = \mathrm{softmax}(t_i / T)`:
+
+    .. math::
+
+        \ell_i = T^2 \Bigl[\mathrm{KL}(q_i \,\|\, p_i)
+            + \sum_{k=1}^{C} q_{i,k} \sum_{m=1}^{M} \epsilon_{k,m} (1 - p_{i,k})^m\Bigr], \qquad
+        L = \frac{1}{N} \sum_{i=1}^{N} \ell_i \quad (\texttt{reduction="batchmean"}).
+
+    The sum over :math:`m` perturbs the first :math:`M` coefficients :math:`1/m` of the Maclaurin series
+    :math:`-\log p = \sum_m (1 - p)^m / m` of the cross-entropy; :math:`\epsilon = 0` is exactly
+    ``T**2 * F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction="batchmean")``, computed exactly
+    (never as a truncated series). ``form="truncated"`` keeps only the first :math:`M` series terms
+    (:mod:`selfdistill.ptloss.loss`).
+
+    Parameters
+    ----------
+    epsilon : Tensor or array-like, shape (C, M) or (M,)
+        The perturbation :math:`\epsilon_{k,m}`, per class :math:`k` and series order :math:`m`, or one
+        ``(M,)`` vector shared by all classes. Stored as a buffer: it moves with ``.to(device)`` and is
+        saved in the ``state_dict``. :func:`~selfdistill.ptloss.select_perturbation` chooses it.
+    temperature : float, default 1.0
+        :math:`T > 0`: both distributions are softened and the loss is multiplied by :math:`T^2` (Hinton et
+        al. 2015), so gradient magnitudes stay comparable across temperatures.
+    reduction : {"batchmean", "sum", "none"}, default "batchmean"
+        ``"batchmean"``: the sum over classes, then the mean over the N examples (as
+        ``F.kl_div(..., reduction="batchmean")``, never a mean over the N*C entries); ``"sum"``: the sum
+        over examples; ``"none"``: one value per example.
+    form : {"full", "truncated"}, default "full"
+        ``"full"``: exact KL plus the perturbation; ``"truncated"``: the first M series terms only.
+    validate : bool, default True
+        Check values at every call (finite logits, probability rows, epsilon's shape), which costs one
+        device synchronisation per call; False checks shapes only.
+
+    Notes
+    -----
+    Shapes:
+
+    - ``student_logits``: :math:`(N, C)`;
+    - ``teacher_logits`` or ``teacher_probs``: :math:`(N, C)`, treated as constants (detach them, or
+      compute them under ``torch.no_grad()``);
+    - ``epsilon``: :math:`(C, M)` or :math:`(M,)`;
+    - output: a scalar, or :math:`(N,)` with ``reduction="none"``.
+
+    Call it with teacher logits, ``loss_fn(student_logits, teacher_logits)``, or with probability targets,
+    ``loss_fn(student_logits, teacher_probs=p)`` (softened as :math:`p^{1/T} / Z`,
+    :func:`~selfdistill.ptloss.pt_loss_from_probabilities`). float16/bfloat16 inputs (``torch.autocast``)
+    are computed, and the loss returned, in float32; an empty batch is refused.
+
+    Minimizing this loss does not pull the student to the teacher but to the *proxy teacher*
+    (:func:`~selfdistill.ptloss.proxy_teacher`); the point of the method is to choose :math:`\epsilon` so
+    that the proxy teacher is closer to the true class probabilities than the teacher is.
+
+    See Also
+    --------
+    pt_loss, pt_loss_from_probabilities : the functional forms.
+    select_perturbation : choose ``epsilon`` (and ``temperature``) on labeled validation data.
+    selfdistill.nn.ProbabilityTargetPTLoss : this loss on the probability targets of a chain.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from selfdistill.ptloss import PTLoss
+    >>> _ = torch.manual_seed(0)
+    >>> student_logits = torch.randn(8, 3, requires_grad=True)
+    >>> teacher_logits = torch.randn(8, 3)
+    >>> kl = F.kl_div(F.log_softmax(student_logits, 1), F.softmax(teacher_logits, 1), reduction="batchmean")
+    >>> torch.allclose(PTLoss(torch.zeros(5))(student_logits, teacher_logits), kl)    # eps = 0: KL
+    True
+    >>> loss_fn = PTLoss(0.1 * torch.randn(3, 5), temperature=2.0)                    # (C, M)
+    >>> loss_fn
+    PTLoss(epsilon_shape=(3, 5), temperature=2.0, reduction='batchmean', form='full')
+    >>> loss = loss_fn(student_logits, teacher_logits)
+    >>> loss.backward()
+    >>> student_logits.grad.shape
+    torch.Size([8, 3])
+    >>> probs = teacher_logits.softmax(1)                                             # probability targets
+    >>> torch.allclose(loss_fn(student_logits, teacher_probs=probs), loss)
+    True
+    >>> PTLoss(torch.zeros(5), reduction="none")(student_logits, teacher_logits).shape
+    torch.Size([8])
     """
 
     def __init__(
@@ -315,6 +523,9 @@ class PTLoss(nn.Module):
         *,
         teacher_probs: Tensor | None = None,
     ) -> Tensor:
+        """The loss of ``student_logits`` ``(N, C)`` against ``teacher_logits`` ``(N, C)`` or, given by
+        keyword instead, ``teacher_probs`` ``(N, C)`` (probability rows); exactly one of the two. Returns a
+        scalar, or ``(N,)`` with ``reduction="none"``."""
         if (teacher_logits is None) == (teacher_probs is None):
             raise ValueError("PTLoss: pass exactly one of teacher_logits and teacher_probs")
         loss = pt_loss if teacher_probs is None else pt_loss_from_probabilities

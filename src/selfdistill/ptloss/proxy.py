@@ -1,31 +1,38 @@
-"""The proxy teacher of PTLoss: the distribution a PTLoss-trained student is pulled toward.
+r"""The proxy teacher of PTLoss: the distribution a PTLoss-trained student is pulled toward.
 
-For one example with teacher distribution ``p_t`` the proxy teacher is
+For one example with teacher distribution :math:`p_t` the proxy teacher is
 
-    p_px = argmin_{p in simplex} L_PT(p_t, p) = argmin_p  sum_j p_t,j f_j(p_j),
-    f_j(p) = -log p + h_j(1 - p),   h_j(u) = sum_{m=1..M} eps_{j,m} u^m
+.. math::
 
-(the teacher-entropy part of L_PT does not depend on ``p``). The objective is *separable*, so its Hessian in
-``p`` is diagonal, ``H_jj = p_t,j f_j''(p_j) = p_t,j (1/p_j^2 + h_j''(1 - p_j))``. Its stationary points
-satisfy ``p_t,j (1/p_j + g_j(p_j)) = W`` with ``g_j(p) = h_j'(1 - p)``, i.e. the fixed point of the
+    p_{\mathrm{px}} = \arg\min_{p \in \Delta} L_{\mathrm{PT}}(p_t, p)
+        = \arg\min_{p \in \Delta} \sum_j p_{t,j} f_j(p_j), \qquad
+    f_j(p) = -\log p + h_j(1 - p), \quad h_j(u) = \sum_{m=1}^{M} \epsilon_{j,m} u^m
+
+(the teacher-entropy part of :math:`L_{\mathrm{PT}}` does not depend on :math:`p`). The objective is
+*separable*, so its Hessian in :math:`p` is diagonal,
+:math:`H_{jj} = p_{t,j} f_j''(p_j) = p_{t,j} (1/p_j^2 + h_j''(1 - p_j))`. Its stationary points satisfy
+:math:`p_{t,j} (1/p_j + g_j(p_j)) = W` with :math:`g_j(p) = h_j'(1 - p)`, i.e. the fixed point of the
 project spec
 
-    p_j = p_t,j (1 + p_j g_j(p_j)) / W,      W = sum_k p_t,k (1 + p_k g_k(p_k)),
+.. math::
 
-and ``eps = 0`` gives ``p_px = p_t``.
+    p_j = \frac{p_{t,j} \bigl(1 + p_j g_j(p_j)\bigr)}{W}, \qquad
+    W = \sum_k p_{t,k} \bigl(1 + p_k g_k(p_k)\bigr),
+
+and ``eps = 0`` gives :math:`p_{\mathrm{px}} = p_t`.
 
 Method: equality-constrained Newton (Boyd & Vandenberghe, Convex Optimization, Sec. 10.2) from a feasible
 start (one fixed-point step from ``p_t``). With a diagonal Hessian the KKT system is solved in O(C) per
-example: ``dp_j = H_jj^{-1} (v_j - nu)`` with ``v = -grad`` and ``nu = sum H^{-1} v / sum H^{-1}`` (so
-``sum dp = 0``). The variables are the ratios ``w_j = p_j / p_t,j``: tiny probabilities keep full relative
-precision and classes with ``p_t,j = 0`` stay at 0. A fraction-to-boundary rule keeps ``p > 0``.
-Candidates certified convex on a grid (:func:`convexity_margin`) take full Newton steps while the steps
-keep shrinking; otherwise a backtracking (Armijo) line search on the objective is used, with the exact
-Hessian where its restriction to ``sum dp = 0`` is positive definite and a floored positive curvature
-elsewhere (a descent direction either way). Everything is batched over examples and over candidate
-perturbations, in blocks of bounded size. Convergence: the fixed-point residual
-``max_j |p_j - p_t,j (1 + p_j g_j) / W| <= tol`` of every row, checked once the relative Newton steps are
-below ``sqrt(tol)`` (quadratic convergence: the next error is about the square of the last step).
+example: ``dp_j = H_jj^{-1} (v_j - nu)`` with ``v = -grad`` and ``nu = sum H^{-1} v / sum H^{-1}`` (so ``sum
+dp = 0``). The variables are the ratios ``w_j = p_j / p_t,j``: tiny probabilities keep full relative precision
+and classes with ``p_t,j = 0`` stay at 0. A fraction-to-boundary rule keeps ``p > 0``. Candidates certified
+convex on a grid (:func:`~selfdistill.ptloss.convexity_margin`) take full Newton steps while the steps keep
+shrinking; otherwise a backtracking (Armijo) line search on the objective is used, with the exact Hessian
+where its restriction to ``sum dp = 0`` is positive definite and a floored positive curvature elsewhere (a
+descent direction either way). Everything is batched over examples and over candidate perturbations, in blocks
+of bounded size. Convergence: the fixed-point residual ``max_j |p_j - p_t,j (1 + p_j g_j) / W| <= tol`` of
+every row, checked once the relative Newton steps are below ``sqrt(tol)`` (quadratic convergence: the next
+error is about the square of the last step).
 
 Reported per example (``return_info=True``): convergence, that residual, ``W`` (the KKT multiplier),
 ``nonconvex`` (some ``H_jj <= 0`` at the solution: only a local minimum is certified) and ``boundary``
@@ -77,7 +84,26 @@ _CONVEXITY_MARGIN = 1e-2  # candidates with a larger margin take full Newton ste
 
 @dataclass
 class ProxySolveInfo:
-    """Diagnostics of a batched proxy-teacher solve; tensors have the batch shape ``(N,)`` or ``(S, N)``."""
+    """Diagnostics of a batched proxy-teacher solve (:func:`~selfdistill.ptloss.proxy_teacher` with
+    ``return_info=True``); tensors have the batch shape ``(N,)`` or ``(S, N)``.
+
+    Attributes
+    ----------
+    converged : Tensor of bool
+        The example's residual is at most ``tol``.
+    residual : Tensor
+        Full form: the fixed-point residual ``max_j |p_j - q_j (1 + p_j g_j) / W|``; truncated form: the
+        projected-gradient residual (:mod:`selfdistill.ptloss.truncated`); ``inf`` where a solve failed.
+    multiplier : Tensor
+        The KKT multiplier (``W`` of the full form).
+    nonconvex : Tensor of bool
+        The problem is not convex at the solution (only a local minimum is certified).
+    boundary : Tensor of bool
+        The minimiser over the closed simplex would move mass onto classes the teacher gives probability 0;
+        the returned point is the minimiser on the teacher's support.
+    iterations : int
+        The most Newton iterations any block took.
+    """
 
     converged: Tensor
     residual: Tensor
@@ -93,10 +119,12 @@ class ProxySolveInfo:
 
     @property
     def all_converged(self) -> bool:
+        """Whether every example (of every candidate) converged."""
         return bool(self.converged.all())
 
     @property
     def max_residual(self) -> float:
+        """The largest residual (0 for an empty batch)."""
         return float(self.residual.max()) if self.residual.numel() else 0.0
 
     def failed_indices(self) -> Tensor:
@@ -166,13 +194,35 @@ def _objective(pt: Tensor, w: Tensor, u: Tensor, coef: _Coefficients, buf: Tenso
 
 
 def convexity_margin(epsilon: Tensor, num_points: int = 1000, *, form: str = "full") -> Tensor:
-    """A convexity certificate of the proxy-teacher problem per candidate, on a grid of ``num_points``.
+    r"""A convexity certificate of the proxy-teacher problem per candidate, on a grid of ``num_points``.
 
-    ``form="full"``: ``min_{j, p} p^2 f_j''(p) = 1 + p^2 h_j''(1 - p)`` over ``p`` in (0, 1].
-    ``form="truncated"``: ``min_{j, u} H_j''(u)`` over ``u`` in [0, 1] (:mod:`selfdistill.ptloss.truncated`).
-    Both are 1 at ``eps = 0`` (M >= 2 for the truncated form) and do not depend on the temperature. Positive
-    means every per-class term is (numerically) convex, so the problem is convex and its minimiser unique.
-    ``epsilon``: ``(M,)``, ``(C, M)`` -> scalar tensor; ``(S, C, M)`` -> ``(S,)``.
+    ``form="full"``: :math:`\min_{j, p}\, p^2 f_j''(p) = 1 + p^2 h_j''(1 - p)` over :math:`p \in (0, 1]`.
+    ``form="truncated"``: :math:`\min_{j, u} H_j''(u)` over :math:`u \in [0, 1]`
+    (:mod:`selfdistill.ptloss.truncated`). Both are 1 at ``eps = 0`` (M >= 2 for the truncated form) and do
+    not depend on the temperature. Positive means every per-class term is (numerically) convex, so the
+    problem is convex and its minimiser unique.
+
+    Parameters
+    ----------
+    epsilon : Tensor, shape (M,), (C, M), or (S, C, M) / (S, 1, M) for S candidates
+        The perturbation(s).
+    num_points : int, default 1000
+        Grid points per class.
+    form : {"full", "truncated"}, default "full"
+
+    Returns
+    -------
+    Tensor
+        A scalar tensor for one perturbation, shape ``(S,)`` for candidates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss import convexity_margin
+    >>> convexity_margin(torch.zeros(5)).item()
+    1.0
+    >>> convexity_margin(torch.tensor([0.0, -2.0])).item() < 0     # 1 + p^2 h'' = 1 - 4 p^2 < 0 for p > 1/2
+    True
     """
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
@@ -386,18 +436,76 @@ def proxy_teacher(
     max_elements: int = 1 << 19,
     prob_atol: float = 1e-4,
 ) -> Tensor | tuple[Tensor, ProxySolveInfo]:
-    """Proxy teachers of PTLoss at ``(temperature, form)`` for all examples (and candidates) at once.
+    r"""The proxy teachers of PTLoss: the distributions a student trained with it is pulled toward.
 
-    The proxy is the minimiser over the simplex of the loss the student trains with (module docstring):
-    ``argmin_r L_form(q, r)`` with ``q = teacher_probs^(1/T) / Z``; ``space`` chooses between that
-    softened-space target (``"softened"``, default) and the student's ``T = 1`` prediction (``"student"``).
-    ``teacher_probs``: ``(N, C)`` probabilities (rows sum to 1 within ``prob_atol``). ``epsilon``: ``(M,)``
-    or ``(C, M)`` -> result ``(N, C)``; ``(S, C, M)`` or ``(S, 1, M)`` candidates -> result ``(S, N, C)``.
-    ``tol``: an example has converged when its residual is ``<= tol`` (default :func:`default_tolerance`):
-    full form, the fixed-point residual ``max_j |p_j - q_j (1 + p_j g_j) / W|``; truncated form, the
-    projected-gradient residual of :mod:`selfdistill.ptloss.truncated`. ``max_elements`` bounds the size of
-    each work tensor (memory). With ``return_info=True`` also returns a :class:`ProxySolveInfo`; otherwise a
-    ``RuntimeWarning`` is emitted when some examples did not converge or sit on the simplex boundary.
+    For each example, the minimiser over the probability simplex of the loss the student trains with
+    (:mod:`selfdistill.ptloss.proxy`),
+
+    .. math::
+
+        r^* = \arg\min_{r \in \Delta} L_{\mathrm{form}}(q, r), \qquad q = \frac{p_t^{1/T}}{Z},
+
+    solved for all examples (and all candidate perturbations) at once, batched, by Newton's method. For
+    the full form it is the fixed point :math:`r_j = q_j (1 + r_j g_j(r_j)) / W`; ``epsilon = 0`` gives the
+    softened teacher :math:`q` itself.
+
+    Parameters
+    ----------
+    teacher_probs : Tensor, shape (N, C)
+        The teacher's ``T = 1`` probabilities (rows sum to 1 within ``prob_atol``).
+    epsilon : Tensor, shape (M,), (C, M), or (S, C, M) / (S, 1, M)
+        One perturbation, or S candidates solved together.
+    temperature : float, default 1.0
+        The temperature of the loss trained; the teacher is softened to :math:`q = p_t^{1/T} / Z`.
+    form : {"full", "truncated"}, default "full"
+        The PTLoss form trained (:class:`~selfdistill.ptloss.PTLoss`).
+    space : {"softened", "student"}, default "softened"
+        ``"softened"``: :math:`r^*`, the target of the student's tempered softmax (what the loss compares,
+        and what the search scores); ``"student"``: the student's own ``T = 1`` prediction at that optimum,
+        :math:`\mathrm{softmax}(T \log r^*)`.
+    max_iter : int, default 100
+        Newton iterations at most.
+    tol : float or None
+        An example has converged when its residual is at most ``tol`` (full form: the fixed-point residual
+        :math:`\max_j |r_j - q_j (1 + r_j g_j) / W|`; truncated form: the projected-gradient residual of
+        :mod:`selfdistill.ptloss.truncated`). Default: 1e-5 in float32, 1e-12 in float64.
+    return_info : bool, default False
+        Also return a :class:`~selfdistill.ptloss.ProxySolveInfo`; without it, a ``RuntimeWarning`` says when
+        some examples did not converge or sit on the simplex boundary.
+    max_elements : int, default 2**19
+        Bound on the entries of each work tensor (memory): larger inputs are solved block by block.
+    prob_atol : float, default 1e-4
+        Tolerance on the row sums of ``teacher_probs``.
+
+    Returns
+    -------
+    Tensor, shape (N, C) or (S, N, C)
+        The proxy teachers (rows on the simplex), in the dtype of ``teacher_probs``.
+    ProxySolveInfo
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss import proxy_teacher
+    >>> p_t = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]], dtype=torch.float64)
+    >>> torch.allclose(proxy_teacher(p_t, torch.zeros(5)), p_t)              # eps = 0: the teacher
+    True
+
+    A shared first-order perturbation ``c`` (M = 1): ``g_j = c``, so the proxy solves
+    ``r_j = p_t,j (1 + c r_j) / W``; ``c < 0`` moves mass away from the most likely class:
+
+    >>> c = -0.5
+    >>> r, info = proxy_teacher(p_t, torch.tensor([c]), return_info=True)
+    >>> fixed_point = p_t * (1 + c * r) / (p_t * (1 + c * r)).sum(1, keepdim=True)
+    >>> torch.allclose(r, fixed_point), info.all_converged, bool(r[0, 0] < p_t[0, 0])
+    (True, True, True)
+
+    Candidates are solved together, and the temperature softens the teacher first:
+
+    >>> candidates = 0.1 * torch.randn(20, 3, 5, generator=torch.Generator().manual_seed(0))
+    >>> proxy_teacher(p_t, candidates.double(), temperature=2.0).shape
+    torch.Size([20, 2, 3])
     """
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")

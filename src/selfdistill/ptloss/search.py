@@ -14,11 +14,12 @@ per (candidate, temperature), and the selection is a pair ``(eps, T)``; candidat
 ``eps = 0`` rows are temperature KD at each ``T``.
 
 Procedure: candidates 1..S-1 are drawn i.i.d. per entry (``distribution``, ``scale``, seeded; see
-:func:`sample_candidates`). All proxy teachers are solved batched, block by block (bounded memory), each
-block scored and discarded. Every row reports its convexity certificate and its convergence; a row is
-*eligible* when all its proxy solves converged (``min_converged``) and, unless ``require_convex=False``, its
-problem is certified convex (a non-convex problem has several local minimisers, so the scored one need not
-be the one training reaches). Only eligible rows are selected (lowest score, ties to the lowest row).
+:func:`~selfdistill.ptloss.sample_candidates`). All proxy teachers are solved batched, block by block (bounded
+memory), each block scored and discarded. Every row reports its convexity certificate and its convergence; a
+row is *eligible* when all its proxy solves converged (``min_converged``) and, unless
+``require_convex=False``, its problem is certified convex (a non-convex problem has several local minimisers,
+so the scored one need not be the one training reaches). Only eligible rows are selected (lowest score, ties
+to the lowest row).
 """
 
 from __future__ import annotations
@@ -110,8 +111,45 @@ def _temperature_grid(temperature: float | Sequence[float]) -> tuple[float, ...]
 class PerturbationSearchResult:
     """Candidates x temperatures, their scores and the selected ``(eps, T)``; prints, plots and saves itself.
 
-    Table rows are ``(candidate, temperature)`` pairs, temperature-major: row ``k * S + s`` is candidate
-    ``s`` at ``temperatures[k]`` (with one temperature, row = candidate). ``best_index`` is a row.
+    Returned by :func:`~selfdistill.ptloss.select_perturbation`. Table rows are ``(candidate, temperature)``
+    pairs, temperature-major: row ``k * S + s`` is candidate ``s`` at ``temperatures[k]`` (with one
+    temperature, row = candidate); :meth:`row` finds a pair's row.
+
+    Attributes
+    ----------
+    epsilons : Tensor, shape (S, C, M) or (S, 1, M)
+        The candidates; candidate 0 is the zero perturbation (plain KD) when ``include_zero``.
+    table : dict of str to ndarray
+        One ``(S * K,)`` array per column: the scores (``brier``, ``tv``, ``nll``, ``accuracy``), how far the
+        proxy moved (``shift_tv``, ``eps_shift_tv``), the convexity certificate, convergence and
+        ``eligible`` (``COLUMN_HELP`` of :mod:`selfdistill.ptloss.search` describes each).
+    criterion : str
+        The column that chose the row.
+    best_index : int
+        The selected row: the lowest ``criterion`` among eligible rows.
+    settings : dict
+        The search's settings (``M``, ``temperatures``, ``form``, ``space``, ``scale``, ``seed``, ...).
+
+    Notes
+    -----
+    Use the selection with ``PTLoss(**result.ptloss_kwargs())`` (or ``eps, T = result.selected``).
+    ``print(result)`` shows the best rows and the ``eps = 0`` rows, :meth:`plot` every row's score,
+    :meth:`to_csv` and :meth:`to_json` save it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss import select_perturbation
+    >>> probs = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> search = select_perturbation(probs, torch.tensor([0, 1, 1]), M=2, n_candidates=5, temperature=[1, 2])
+    >>> search.n_rows, int(search.eligible.sum())
+    (10, 10)
+
+    Row ``search.row(0, 1.0)`` is ``eps = 0`` at ``T = 1``, whose proxy is the teacher itself: its Brier
+    score is ``((0.2^2 + 0.2^2) + (0.3^2 + 0.3^2) + (0.6^2 + 0.6^2)) / 3``:
+
+    >>> round(search.rows()[search.row(0, 1.0)]["brier"], 4), round(0.98 / 3, 4)
+    (0.3267, 0.3267)
     """
 
     epsilons: Tensor  # (S, C|1, M); candidate 0 is the zero perturbation when include_zero
@@ -122,18 +160,22 @@ class PerturbationSearchResult:
 
     @property
     def n_candidates(self) -> int:
+        """S, the number of candidate perturbations."""
         return int(self.epsilons.shape[0])
 
     @property
     def temperatures(self) -> tuple[float, ...]:
+        """The temperature grid searched, in table order."""
         return tuple(self.settings.get("temperatures", (1.0,)))
 
     @property
     def form(self) -> str:
+        """The PTLoss form whose proxy teachers were scored (``"full"`` or ``"truncated"``)."""
         return str(self.settings.get("form", "full"))
 
     @property
     def n_rows(self) -> int:
+        """Rows of the table, S times the number of temperatures."""
         return int(len(self.table["candidate"]))
 
     @property
@@ -152,6 +194,7 @@ class PerturbationSearchResult:
         return eps[0] if eps.shape[0] == 1 else eps
 
     def temperature(self, row: int) -> float:
+        """The temperature of ``row``."""
         return float(self.table["temperature"][row])
 
     def row(self, candidate: int, temperature: float | None = None) -> int:
@@ -172,6 +215,7 @@ class PerturbationSearchResult:
 
     @property
     def best_candidate(self) -> int:
+        """The candidate index (into ``epsilons``) of the selected row."""
         return int(self.table["candidate"][self.best_index])
 
     @property
@@ -181,6 +225,7 @@ class PerturbationSearchResult:
 
     @property
     def best_temperature(self) -> float:
+        """The temperature of the selected row."""
         return self.temperature(self.best_index)
 
     @property
@@ -190,6 +235,7 @@ class PerturbationSearchResult:
 
     @property
     def best_score(self) -> float:
+        """The criterion of the selected row."""
         return float(self.scores[self.best_index])
 
     def zero_rows(self) -> dict[float, int]:
@@ -245,6 +291,7 @@ class PerturbationSearchResult:
         return out
 
     def to_json(self, path: str | Path, include_epsilons: bool = True) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
         return atomic_write_json(Path(path), self.to_dict(include_epsilons))
 
     def to_csv(self, path: str | Path) -> Path:
@@ -374,11 +421,20 @@ def sample_candidates(
     ``distribution="relative"`` (default): ``eps_{k,m} = delta_{k,m} / m`` with ``delta ~ uniform(-scale,
     scale)``, i.e. each series coefficient ``1/m`` is scaled by ``1 + delta``. For ``scale < 1`` every such
     candidate has a convex proxy problem for any M and both forms (full form: ``p^2 |h''(1 - p)| <= scale
-    p^2 sum_{m>=2} (m - 1) (1 - p)^(m-2) <= scale``, so :func:`~selfdistill.ptloss.proxy.convexity_margin`
+    p^2 sum_{m>=2} (m - 1) (1 - p)^(m-2) <= scale``, so :func:`~selfdistill.ptloss.convexity_margin`
     ``>= 1 - scale``, and ``W >= 1 - scale > 0``; truncated form: every coefficient stays positive), while
     the first-order coefficient, which alone moves a sharp teacher and never affects convexity, ranges
     over ``(-scale, scale)``. ``"uniform"``: each entry from ``uniform(-scale, scale)`` (orders m >= 2
     make the problem non-convex quickly as ``scale`` grows); ``"normal"``: ``normal(0, scale^2)``. Seeded.
+
+    Examples
+    --------
+    >>> from selfdistill.ptloss import convexity_margin, sample_candidates
+    >>> eps = sample_candidates(num_classes=10, M=5, n_candidates=50, seed=0)
+    >>> eps.shape, bool(eps[0].abs().max() == 0)
+    (torch.Size([50, 10, 5]), True)
+    >>> bool((convexity_margin(eps) >= 1 - 0.9 - 1e-6).all())          # default scale 0.9: all convex
+    True
     """
     M = positive_int(M, "M (number of perturbed series orders)")
     n_candidates = positive_int(n_candidates, "n_candidates")
@@ -455,18 +511,99 @@ def select_perturbation(
     prob_atol: float = 1e-4,
     min_converged: float = 1.0,
 ) -> PerturbationSearchResult:
-    """Pick ``(eps, T)`` whose proxy teacher, for the loss trained at ``(T, form)``, is closest to the labels.
+    r"""Choose PTLoss's perturbation and temperature on labeled validation data, without training a student.
 
-    ``teacher_probs_val``: ``(N, C)`` teacher probabilities (``T = 1`` softmax) on a labeled validation set
-    (rows sum to 1 within ``prob_atol``); ``labels_val``: ``(N,)`` class indices. ``temperature``: one ``T``
-    or a grid; ``form``: the PTLoss form trained; ``space``: ``"softened"`` scores the target of the
-    student's tempered softmax, ``"student"`` the student's ``T = 1`` prediction (module docstring of
-    :mod:`selfdistill.ptloss.proxy`). ``candidates`` (``(S, C|1, M)``) replaces the random draw. The
-    computation runs in ``dtype`` (float32 by default) in blocks of at most ``max_elements`` entries.
-    ``criterion``: ``"brier"`` (default), ``"tv"`` or ``"nll"``. A row is eligible when at least
-    ``min_converged`` of its examples converged (default: all) and, with ``require_convex`` (default), its
-    problem is certified convex; the lowest score among eligible rows wins (ties: the lowest row, so
-    ``eps = 0`` wins unless a perturbation is strictly better). No eligible row is a ValueError.
+    Every candidate :math:`\epsilon` (candidate 0 is :math:`\epsilon = 0`) at every temperature :math:`T`
+    of the grid gets its proxy teacher :math:`p_{\mathrm{px}}` (:func:`~selfdistill.ptloss.proxy_teacher`,
+    for the loss trained at ``(T, form)``) and its score, by default the Brier score
+
+    .. math::
+
+        \frac{1}{N} \sum_{i=1}^{N} \bigl\| p_{\mathrm{px}}(x_i) - e_{y_i} \bigr\|_2^2,
+
+    which estimates :math:`\mathbb{E}\, \| p_{\mathrm{px}} - p^* \|^2` up to a constant (the bias term of
+    the distillation bound of Menon et al. 2021; :mod:`selfdistill.ptloss.search`). The lowest score among
+    the *eligible* rows (converged and, by default, certified convex) wins; ties go to the lowest row, so
+    ``eps = 0`` wins unless a perturbation is strictly better.
+
+    Parameters
+    ----------
+    teacher_probs_val : Tensor or ndarray, shape (N, C)
+        The teacher's ``T = 1`` probabilities on a labeled validation set (rows sum to 1 within
+        ``prob_atol``).
+    labels_val : Tensor or ndarray, shape (N,)
+        Integer class indices in ``[0, C)``.
+    M : int, default 5
+        Perturbed series orders (the number of columns of each candidate).
+    n_candidates : int, default 200
+        S, the number of candidates, ``eps = 0`` included.
+    temperature : float or sequence of float, default 1.0
+        One temperature or a grid; each candidate is scored at each (a table row per pair), and the
+        selection is a pair ``(eps, T)``. The ``eps = 0`` rows are temperature KD at each ``T``.
+    form : {"full", "truncated"}, default "full"
+        The PTLoss form the student will be trained with.
+    space : {"softened", "student"}, default "softened"
+        Score the proxy in the softened space (the target of the student's tempered softmax) or as the
+        student's ``T = 1`` prediction (:func:`~selfdistill.ptloss.proxy_teacher`).
+    scale : float, default 0.9
+        Size of the random candidates (:func:`~selfdistill.ptloss.sample_candidates`).
+    distribution : {"relative", "uniform", "normal"}, default "relative"
+        How candidates are drawn; ``"relative"`` with ``scale < 1`` gives convex problems only.
+    seed : int, default 0
+        Seed of the candidate draw.
+    criterion : {"brier", "tv", "nll"}, default "brier"
+        The score: Brier, total variation to the label, or negative log-likelihood of the label.
+    class_wise : bool, default True
+        Candidates of shape ``(C, M)`` (per class) or ``(M,)`` (shared by all classes).
+    include_zero : bool, default True
+        Make candidate 0 the zero perturbation.
+    candidates : Tensor, shape (S, C, M) or (S, 1, M), optional
+        Given candidates instead of the random draw.
+    require_convex : bool, default True
+        Only rows whose proxy problem is certified convex are eligible (a non-convex problem has several
+        local minimisers, and the one scored need not be the one training reaches).
+    dtype : torch.float32 or torch.float64, default torch.float32
+        The precision of the proxy solves.
+    max_iter, tol, max_elements, prob_atol
+        As in :func:`~selfdistill.ptloss.proxy_teacher`.
+    min_converged : float, default 1.0
+        The fraction of examples that must converge for a row to be eligible.
+
+    Returns
+    -------
+    PerturbationSearchResult
+        The table of every (candidate, temperature) row and the selection: ``result.ptloss_kwargs()`` are
+        the arguments of the selected :class:`~selfdistill.ptloss.PTLoss`.
+
+    Raises
+    ------
+    ValueError
+        Bad probabilities or labels, an empty validation set, an unknown option, or no eligible row.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from selfdistill.ptloss import PTLoss, proxy_teacher, select_perturbation
+    >>> _ = torch.manual_seed(0)
+    >>> labels = torch.randint(0, 3, (60,))
+    >>> probs = F.softmax(2.0 * F.one_hot(labels, 3) + torch.randn(60, 3), dim=1)  # a noisy teacher
+    >>> search = select_perturbation(probs, labels, M=3, n_candidates=20, temperature=[1.0, 2.0, 4.0])
+    >>> search.n_rows, search.row(0, 2.0)            # 20 candidates x 3 temperatures; eps = 0 at T = 2
+    (60, 20)
+    >>> sorted(search.ptloss_kwargs())
+    ['epsilon', 'form', 'temperature']
+    >>> loss_fn = PTLoss(**search.ptloss_kwargs())   # the selected (eps, T) and form, ready to train with
+    >>> eps, T = search.selected
+    >>> eps.shape, T in search.temperatures
+    (torch.Size([3, 3]), True)
+
+    The selected row's score is the Brier score of its proxy teacher, and never worse than ``eps = 0``:
+
+    >>> proxy = proxy_teacher(probs, eps, temperature=T)
+    >>> brier = ((proxy - F.one_hot(labels, 3)) ** 2).sum(1).mean().item()
+    >>> abs(brier - search.best_score) < 1e-5, search.best_score <= search.baseline_score
+    (True, True)
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")

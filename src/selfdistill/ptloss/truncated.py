@@ -1,12 +1,16 @@
-"""The proxy teacher of the truncated PTLoss form: a separable problem over the closed simplex.
+r"""The proxy teacher of the truncated PTLoss form: a separable problem over the closed simplex.
 
 For the truncated form (:mod:`selfdistill.ptloss.loss`) the part of the loss that depends on the student's
-distribution ``r`` is ``F(r) = sum_j q_j H_j(1 - r_j)`` with ``H_j(u) = sum_{m=1..M} c_{j,m} u^m`` and
-``c_{j,m} = 1/m + eps_{j,m}`` (``q``: the softened teacher). There is no ``-log r`` barrier: ``F`` is finite
-on the closed simplex and its minimiser can put exactly zero mass on a class. With ``G_j = H_j'`` the KKT
-conditions of ``min F`` s.t. ``sum r = 1, r >= 0`` are
+distribution :math:`r` is :math:`F(r) = \sum_j q_j H_j(1 - r_j)` with
+:math:`H_j(u) = \sum_{m=1}^{M} c_{j,m} u^m` and :math:`c_{j,m} = 1/m + \epsilon_{j,m}` (:math:`q`: the
+softened teacher). There is no :math:`-\log r` barrier: :math:`F` is finite on the closed simplex and its
+minimiser can put exactly zero mass on a class. With :math:`G_j = H_j'` the KKT conditions of
+:math:`\min F` subject to :math:`\sum_j r_j = 1,\ r \ge 0` are
 
-    q_j G_j(1 - r_j) = lam  where r_j > 0,          q_j G_j(1) <= lam  where r_j = 0.
+.. math::
+
+    q_j G_j(1 - r_j) = \lambda \ \text{ where } r_j > 0, \qquad
+    q_j G_j(1) \le \lambda \ \text{ where } r_j = 0.
 
 When every ``H_j`` is convex on [0, 1] (``H_j'' >= 0``: :func:`truncated_convexity_margin`) ``G_j`` is
 non-decreasing, each ``r_j(lam)`` is non-increasing in ``lam``, and the minimiser is found by solving the
@@ -53,7 +57,15 @@ def _horner(u: Tensor, coefficients: Tensor) -> Tensor:
 def truncated_convexity_margin(eps: Tensor, num_points: int = 1000) -> Tensor:
     """``min_{j, u in [0, 1]} H_j''(u)`` per candidate (``eps``: (S, C|1, M)) on a grid: 1 at ``eps = 0``
     (M >= 2), 0 for M = 1 (a linear objective: the proxy is an argmax, not unique under ties); positive
-    means every ``H_j`` is strictly convex, so the proxy is unique."""
+    means every ``H_j`` is strictly convex, so the proxy is unique.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss.truncated import truncated_convexity_margin
+    >>> truncated_convexity_margin(torch.zeros(1, 1, 5)).tolist()     # H'' = 1 + 2u + 3u^2 + ... >= 1
+    [1.0]
+    """
     if eps.shape[-1] < 2:
         return torch.zeros(eps.shape[0], dtype=eps.dtype, device=eps.device)
     u = torch.linspace(0.0, 1.0, num_points, dtype=eps.dtype, device=eps.device)
@@ -64,7 +76,16 @@ def truncated_convexity_margin(eps: Tensor, num_points: int = 1000) -> Tensor:
 
 
 def simplex_projection(v: Tensor) -> Tensor:
-    """Euclidean projection of each row (last axis) onto the probability simplex (Duchi et al. 2008)."""
+    """Euclidean projection of each row (last axis) onto the probability simplex (Duchi et al. 2008).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from selfdistill.ptloss.truncated import simplex_projection
+    >>> simplex_projection(torch.tensor([[0.5, 0.5, 0.5], [2.0, 0.0, 0.0]]))
+    tensor([[0.3333, 0.3333, 0.3333],
+            [1.0000, 0.0000, 0.0000]])
+    """
     sorted_v, _ = torch.sort(v, dim=-1, descending=True)
     cumulative = sorted_v.cumsum(-1) - 1
     k = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
