@@ -116,7 +116,13 @@ def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 
         X, y = load_digits(return_X_y=True)
         return X.astype(float), y
-    import statsmodels.api as sm
+    try:
+        import statsmodels.api as sm
+    except ImportError:
+        raise ValueError(
+            f"dataset {name!r} ships with statsmodels, which is not installed: pip install "
+            "'selfdistill[study]' (or statsmodels), or leave it out of --datasets"
+        ) from None
 
     if name == "co2":
         data = sm.datasets.co2.load_pandas().data.dropna()
