@@ -42,20 +42,20 @@ def test_cpu_config_runs_end_to_end(name, tmp_path, capsys):
     assert _run([name, "--out", str(out), "--no-progress", *_sets(TRIVIAL)]) == 0
     with open(out / "rounds.csv") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames[: len(ROUND_COLUMNS)]) == ROUND_COLUMNS
+        assert tuple(reader.fieldnames[: len(ROUND_COLUMNS) + 1]) == ("data_seed",) + ROUND_COLUMNS
         rows = list(reader)
     assert len(rows) == 4 and {int(r["steps"]) for r in rows} == {6}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_round_by_val"]["round"] in (0, 1)
     assert [e["round"] for e in summary["per_round"]] == [0, 1]
-    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed1" / "round1.pt").is_file()
+    assert (out / "config.yaml").is_file() and (out / "data_seed0" / "checkpoints" / "seed1" / "round1.pt").is_file()
     assert summary["plots"] and all(p.endswith(".png") for p in summary["plots"])
     printed = capsys.readouterr().out
     assert "best round by validation accuracy" in printed and "±" in printed
     if name == "digits_mlp_early_stopping":
         with open(out / "early_stopping.csv") as handle:
             reader = csv.DictReader(handle)
-            assert tuple(reader.fieldnames) == ES_COLUMNS
+            assert tuple(reader.fieldnames) == ("data_seed",) + ES_COLUMNS
             es = list(reader)
         assert len(es) == 4
         for row in es:
@@ -264,7 +264,7 @@ def test_a_running_train_holds_its_folder_against_a_second_process(tmp_path, mon
     assert f"--out {out} is in use by another selfdistill run (held by pid {os.getpid()}" in done.stderr
     with open(out / "rounds.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 4
-    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed0" / "round0.pt").is_file()
+    assert (out / "config.yaml").is_file() and (out / "data_seed0" / "checkpoints" / "seed0" / "round0.pt").is_file()
 
 
 def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
