@@ -197,7 +197,8 @@ def test_two_data_seeds_resume_after_a_kill_to_the_same_rows(tmp_path, monkeypat
     reference = tmp_path / "reference"
     summary = run_experiment(config_from_dict(TWO_DATA_SEEDS), reference, plots=False, verbose=False)
     rows = _read_rows(reference)
-    assert sorted({(r["data_seed"], r["seed"]) for r in rows}) == [("0", "0"), ("0", "1"), ("3", "0"), ("3", "1")]
+    units = sorted({(r["data_seed"], r["seed"]) for r in rows})
+    assert units == [("0", "0"), ("0", "1"), ("3", "0"), ("3", "1")]
     assert summary["seed_axes"]["data.seeds"] == [0, 3] and summary["seed_axes"]["chain.seeds"] == [0, 1]
     by_unit = {(r["data_seed"], r["seed"], r["round"]): r for r in rows}
     # the model seed draws the same initialization under both data seeds; the data differ
@@ -231,7 +232,8 @@ def test_a_checkpoint_of_another_data_seed_is_not_taken(tmp_path, monkeypatch, c
     with monkeypatch.context() as patch:
         trained = _count_training(patch)
         run_experiment(config_from_dict(config), tmp_path, plots=False, verbose=False)
-    assert f"checkpoint {target}: was written by a run with different settings (data_seed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"checkpoint {target}: was written by a run with different settings (data_seed" in err
     assert len(trained) == 1 and _read_rows(tmp_path) == before
 
 

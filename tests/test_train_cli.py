@@ -48,7 +48,8 @@ def test_cpu_config_runs_end_to_end(name, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_round_by_val"]["round"] in (0, 1)
     assert [e["round"] for e in summary["per_round"]] == [0, 1]
-    assert (out / "config.yaml").is_file() and (out / "data_seed0" / "checkpoints" / "seed1" / "round1.pt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert (out / "data_seed0" / "checkpoints" / "seed1" / "round1.pt").is_file()
     assert summary["plots"] and all(p.endswith(".png") for p in summary["plots"])
     printed = capsys.readouterr().out
     assert "best round by validation accuracy" in printed and "±" in printed
@@ -264,7 +265,8 @@ def test_a_running_train_holds_its_folder_against_a_second_process(tmp_path, mon
     assert f"--out {out} is in use by another selfdistill run (held by pid {os.getpid()}" in done.stderr
     with open(out / "rounds.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 4
-    assert (out / "config.yaml").is_file() and (out / "data_seed0" / "checkpoints" / "seed0" / "round0.pt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert (out / "data_seed0" / "checkpoints" / "seed0" / "round0.pt").is_file()
 
 
 def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
