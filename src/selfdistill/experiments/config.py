@@ -600,8 +600,12 @@ class DistillConfig:
             )
         if self.candidate_students < 0:
             raise ValueError(f"candidate_students: expected a count >= 0, got {self.candidate_students}")
-        if self.candidate_students > self.search.n_candidates:
-            raise ValueError("candidate_students: cannot exceed search.n_candidates")
+        rows = self.search.n_candidates * len(self.ptloss.temperatures)
+        if self.candidate_students > rows:
+            raise ValueError(
+                f"candidate_students: cannot exceed the {rows} search rows (search.n_candidates x the "
+                "temperatures of ptloss.temperature)"
+            )
         if self.methods.ptloss_val_selected and self.val_selection.candidates >= self.search.n_candidates:
             raise ValueError(
                 f"val_selection.candidates={self.val_selection.candidates} needs that many random candidates "

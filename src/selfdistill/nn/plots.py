@@ -334,7 +334,7 @@ def plot_paired(
     *,
     title: str | None = None,
     scale: float = 100.0,
-    ylabel: str = "difference in test accuracy (percentage points)",
+    ylabel: str = "test accuracy difference (points)",
     ax=None,
 ) -> Path | None:
     """Paired differences ``a - b`` as points with their 95 % t interval (thick) and, where reported, the
@@ -347,7 +347,7 @@ def plot_paired(
         raise ValueError("plot_paired: no comparisons to plot")
     fig = None
     if ax is None:
-        fig = _figure((max(5.0, 0.45 * len(rows) + 2.0), 4.2))
+        fig = _figure((max(5.0, 0.45 * len(rows) + 2.0), 5.4))
         ax = fig.subplots()
     x = np.arange(len(rows))
     for i, row in enumerate(rows):
