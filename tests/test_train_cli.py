@@ -283,3 +283,43 @@ def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
     assert "steps: 1000" in (tmp_path / "config.yaml").read_text()
     quick = load_config(CONFIG_NAME, QUICK_OVERRIDES)
     assert quick.optimizer.steps == 400
+
+
+def test_plain_early_stopping_keeps_the_best_validation_check_of_round_0s_trajectory(tmp_path, capsys):
+    """The plain model is round 0 trained again (same seeds, same trajectory), kept at its best validation
+    check: with one check (eval_every >= steps) it IS round 0; with several, its validation accuracy is at
+    least round 0's and its comparisons with the rounds are in paired.csv and the printed summary."""
+    sets = ["optimizer.steps=12", "chain.rounds=2", "chain.seeds=[0, 1]", "data.subset=150",
+            "data.seeds=[0, 2]", "plain_early_stopping=true"]
+    one = tmp_path / "one"
+    assert _run(["digits_mlp_l2", "--out", str(one), "--no-progress", "--no-plots",
+                 *_sets([*sets, "optimizer.eval_every=12"])]) == 0
+    with open(one / "plain_early_stopping.csv") as handle:
+        plain = {(r["data_seed"], r["seed"]): r for r in csv.DictReader(handle)}
+    with open(one / "rounds.csv") as handle:
+        round0 = {(r["data_seed"], r["seed"]): r for r in csv.DictReader(handle) if r["round"] == "0"}
+    assert sorted(plain) == sorted(round0) and len(plain) == 4
+    for unit, row in plain.items():
+        assert row["checks"] == "1" and row["best_step"] == "12"
+        assert float(row["test_acc"]) == float(round0[unit]["test_acc"])
+        assert float(row["val_acc"]) == float(round0[unit]["val_acc"])
+
+    several = tmp_path / "several"
+    assert _run(["digits_mlp_l2", "--out", str(several), "--no-progress", "--no-plots",
+                 *_sets([*sets, "optimizer.eval_every=3"])]) == 0
+    printed = capsys.readouterr().out
+    assert "plain early-stopped model - round 0" in printed
+    assert "plain early-stopped model - chosen round" in printed
+    with open(several / "plain_early_stopping.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        assert row["checks"] == "4" and int(row["best_step"]) in (3, 6, 9, 12)
+        unit = (row["data_seed"], row["seed"])
+        assert float(row["val_acc"]) >= float(round0[unit]["val_acc"])
+        assert float(row["final_test_acc"]) == float(round0[unit]["test_acc"])  # the same trajectory
+    with open(several / "paired.csv") as handle:
+        comparisons = {(r["a"], r["b"]) for r in csv.DictReader(handle)}
+    assert ("plain_early_stopped", "round_0") in comparisons
+    assert ("plain_early_stopped", "val_chosen_round") in comparisons
+    summary = json.loads((several / "summary.json").read_text())
+    assert summary["seed_axes"]["data.seeds"] == [0, 2] and summary["wall_seconds"] > 0
