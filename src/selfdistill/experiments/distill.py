@@ -1007,7 +1007,9 @@ def key_pairs(
             add(n, best, f"against the best baseline by validation accuracy ({best})")
     for n in names:
         if n.startswith("ptloss_T"):
-            add(n, "kd_T" + n[len("ptloss_T"):], "PTLoss against KD at the same T")
+            t = n[len("ptloss_T"):]
+            add(n, "kl" if float(t) == 1.0 and f"kd_T{t}" not in names else f"kd_T{t}",
+                "PTLoss against KD at the same T")  # fmt: skip
     add("ptloss_selected", "ptloss_random", "selected against random eps")
     add("ptloss_val_selected", "ptloss_selected", "validation-accuracy selection against the risk-bound one")
     return pairs, best
