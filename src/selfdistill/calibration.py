@@ -5,7 +5,7 @@ For probabilities ``p`` of shape ``(N, C)`` (rows sum to 1) and labels ``y`` of 
 - ECE (Naeini et al. 2015; Guo et al. 2017, Eq. 3) with ``n_bins`` equal-width bins of the confidence
   ``max_k p_k`` over ``[0, 1]`` (bin ``b`` holds confidences in ``((b - 1)/B, b/B]``, the first also 0):
   ``sum_b |B_b| / N * |acc(B_b) - conf(B_b)|``. The value depends on the number of bins, so every report
-  states it (:data:`DEFAULT_BINS` unless given).
+  states it (``DEFAULT_BINS`` unless given).
 - NLL: ``mean_i -log p_{i, y_i}`` (probabilities floored at the smallest normal float64, so a confident
   mistake is a large finite number, not inf).
 - Brier score (multi-class, Brier 1950): ``mean_i sum_k (p_ik - 1[y_i = k])^2``, in ``[0, 2]``.

@@ -6,7 +6,7 @@ differences a_s - b_s with a confidence interval, not two means with two standar
 
 - The interval is Student's t interval of the mean difference (``scipy.stats.t.interval``), exact when
   the differences are normal; it needs n >= 2 seeds.
-- Where the sample is small (n < :data:`BOOTSTRAP_BELOW`) a percentile bootstrap interval of the mean
+- Where the sample is small (n < ``BOOTSTRAP_BELOW``) a percentile bootstrap interval of the mean
   difference (``scipy.stats.bootstrap`` with a fixed seed) is reported beside it: it makes no normality
   assumption, but with so few seeds neither interval is reliable, and the verdict says "few seeds".
 
@@ -107,7 +107,7 @@ def paired_difference(
 ) -> PairedDifference:
     """The mean paired difference ``a - b`` (seed by seed) with its ``confidence`` t interval.
 
-    With fewer than :data:`BOOTSTRAP_BELOW` pairs a percentile bootstrap interval of the mean difference
+    With fewer than ``BOOTSTRAP_BELOW`` pairs a percentile bootstrap interval of the mean difference
     is added (``boot_low``, ``boot_high``; fixed ``seed``). One pair gives NaN intervals.
     """
     if not 0.0 < confidence < 1.0:

@@ -8,7 +8,7 @@ numbers (``1e-3`` and ``1e6`` are floats, which PyYAML alone reads as strings), 
 
 Every key carries its meaning beside its definition (``_key(default, doc=...)``); ``selfdistill config
 train`` / ``selfdistill config distill`` print them all with type and default (:func:`describe_keys`),
-with the options of each model (read from :mod:`selfdistill.nn.models`) and loss.
+with the options of each model (read from ``selfdistill.nn.models``) and loss.
 
 Seed axes. ``data.seeds`` (data seeds: the splits and the label-noise draw) and the model seeds
 (``chain.seeds`` for ``train``; ``teacher.seeds`` and the student ``seeds`` for ``distill``) are separate

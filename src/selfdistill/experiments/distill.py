@@ -19,7 +19,7 @@ stopped):
   2. teacher outputs (:func:`stage_teacher_outputs`): its probabilities on the transfer set and the
      validation split, and its diagnostics: accuracy on the labels it was trained on (noisy under label
      noise) and on the clean ones, clean validation and test accuracy, calibration on validation and test
-     (ECE with :data:`selfdistill.calibration.DEFAULT_BINS` equal-width bins, NLL, Brier);
+     (ECE with ``selfdistill.calibration.DEFAULT_BINS`` equal-width bins, NLL, Brier);
   3. search (:func:`stage_search`): the PTLoss perturbation search on the VALIDATION split, scoring the proxy
      teacher of the loss the students train with (``ptloss.temperature``, a value or a grid searched
      jointly with eps, and ``ptloss.form``); every (candidate, T) row reports its convexity and convergence,
@@ -684,7 +684,7 @@ def ptloss_rows(config: DistillConfig, search: Any) -> list[tuple[str, int, str]
 
 
 def method_plan(config: DistillConfig, search: Any) -> list[Any]:
-    """The :class:`selfdistill.nn.methods.DistillationMethod` of every method of stage 4 switched on, in
+    """The ``DistillationMethod`` (:mod:`selfdistill.nn.methods`) of every method of stage 4 switched on, in
     table order; the PTLoss ones are those of :func:`ptloss_rows` (``ptloss_val_selected`` comes from
     stage 5). KL, label smoothing and KD do not depend on the PTLoss temperature grid: one each."""
     from selfdistill.nn.methods import build_method
@@ -836,7 +836,7 @@ def stage_candidates(
     teacher_seed: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """Stage 5: a PTLoss student per row of :func:`candidate_roles` and student seed (``out/candidates.json``,
-    kept after each student); returns the per-seed rows (:data:`CANDIDATE_RUN_COLUMNS`) and the roles."""
+    kept after each student); returns the per-seed rows (``CANDIDATE_RUN_COLUMNS``) and the roles."""
     d = config.data.seed_list[0] if data_seed is None else int(data_seed)
     t = config.teacher.seed_list[0] if teacher_seed is None else int(teacher_seed)
     roles = candidate_roles(config, search)
