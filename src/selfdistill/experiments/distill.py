@@ -868,7 +868,7 @@ def stage_candidates(
 
 
 def val_selected(
-    config: DistillConfig, candidate_rows: list[dict[str, Any]], roles: dict[int, str]
+    candidate_rows: list[dict[str, Any]], roles: dict[int, str]
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """The (eps, T) of the validation-accuracy selection: among the ``val_selection`` rows, the one whose
     students have the highest mean validation accuracy over the student seeds (ties: the lowest row, so
@@ -1205,7 +1205,7 @@ def run_distillation(
                     config, plan, outputs, trainer, teacher, here, log, search=search, **seeds
                 )
                 rows, roles = stage_candidates(config, search, outputs, trainer, teacher, here, log, **seeds)
-                best_row, chosen = val_selected(config, rows, roles)
+                best_row, chosen = val_selected(rows, roles)
                 if chosen and config.methods.ptloss_val_selected:
                     runs += chosen
                     if "ptloss_val_selected" not in names:
