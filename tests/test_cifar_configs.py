@@ -40,7 +40,7 @@ def test_cifar_chain_config_runs_and_resumes(config, writer, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [(int(r["seed"]), int(r["round"]), int(r["steps"])) for r in rows] == [(0, 0, 2), (0, 1, 2)]
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
-    assert (out / "checkpoints" / "seed0" / "round1.pt").is_file()
+    assert (out / "data_seed0" / "checkpoints" / "seed0" / "round1.pt").is_file()
     assert cli_main(argv) == 0  # everything finished: the second run only loads the checkpoints
     with open(out / "rounds.csv") as handle:
         assert list(csv.DictReader(handle)) == rows
@@ -60,4 +60,5 @@ def test_distill_cifar100_config_runs(tmp_path):
     assert cli_main(argv) == 0
     summary = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["kl", "kd_T4", "ptloss_random", "ptloss_selected"]
-    assert summary["transfer"]["size"] == summary["transfer"]["teacher_train_size"] == 36  # 10 % validation
+    transfer = summary["teachers"][0]["transfer"]
+    assert transfer["size"] == transfer["teacher_train_size"] == 36  # 10 % validation

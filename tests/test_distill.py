@@ -17,6 +17,9 @@ from selfdistill.io import atomic_write_verified_json, read_verified_json
 BASE = read_yaml(resolve_config_path("distill_digits"))  # a complete config; tests replace sections
 
 
+T0 = "teachers/data0_teacher0"  # the folder of the one teacher of a run with one data and one teacher seed
+
+
 def _config(**sections):
     return {**BASE, **sections}
 
@@ -52,7 +55,9 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_every_table(finished_run):
     out = finished_run
-    for name in ("teacher.pt", "search.csv", "search.json", "runs.csv", "results.csv", "results.json"):
+    for name in ("teacher.pt", "search.csv", "search.json", "runs.json"):
+        assert (out / T0 / name).is_file(), name
+    for name in ("runs.csv", "results.csv", "results.json", "paired.csv", "teachers.csv"):
         assert (out / name).is_file(), name
     assert (out / "config.yaml").is_file() and not (out / "config.json").exists()  # one resume snapshot
     results = _rows(out / "results.csv")
@@ -67,9 +72,9 @@ def test_run_writes_every_table(finished_run):
         assert float(r["test_accuracy_mean"]) == pytest.approx(sum(accs) / 2)
         assert float(r["test_accuracy_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     summary = json.loads((out / "results.json").read_text())
-    search = json.loads((out / "search.json").read_text())
-    assert summary["search"]["best_index"] == search["best_index"]
-    assert summary["teacher"]["test_accuracy"] > 0.8
+    search = json.loads((out / T0 / "search.json").read_text())
+    assert summary["teachers"][0]["selected_candidate"] == search["best_candidate"]
+    assert summary["teachers"][0]["test_accuracy"] > 0.8
     assert min(float(r["test_accuracy_mean"]) for r in results) > 0.5  # students learned from the teacher
     candidates = summary["candidate_students"]
     assert 0 in {c["candidate"] for c in candidates}  # the plain teacher is always among them
@@ -81,18 +86,18 @@ def test_interrupted_run_resumes_to_the_same_result(finished_run, tmp_path):
 
     out = tmp_path / "resumed"
     shutil.copytree(finished_run, out)
-    complete = _runs(out / "runs.json")
-    content, _ = read_verified_json(out / "runs.json")
-    atomic_write_verified_json(out / "runs.json", {**content, "rows": complete[:3]})  # killed after three
+    complete = _runs(out / T0 / "runs.json")
+    content, _ = read_verified_json(out / T0 / "runs.json")
+    atomic_write_verified_json(out / T0 / "runs.json", {**content, "rows": complete[:3]})  # killed after 3
     (out / "results.csv").unlink()
-    teacher_mtime = (out / "teacher.pt").stat().st_mtime_ns
+    teacher_mtime = (out / T0 / "teacher.pt").stat().st_mtime_ns
     assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY]) == 0
-    resumed = _runs(out / "runs.json")
+    resumed = _runs(out / T0 / "runs.json")
     key = lambda r: (r["method"], r["seed"])  # noqa: E731
     assert [(key(r), r["test_accuracy"], r["val_accuracy"]) for r in sorted(resumed, key=key)] == [
         (key(r), r["test_accuracy"], r["val_accuracy"]) for r in sorted(complete, key=key)
     ]
-    assert (out / "teacher.pt").stat().st_mtime_ns == teacher_mtime  # the teacher was not retrained
+    assert (out / T0 / "teacher.pt").stat().st_mtime_ns == teacher_mtime  # the teacher was not retrained
 
 
 def test_changed_config_in_same_folder_is_refused(finished_run, capsys):
@@ -161,11 +166,11 @@ def test_held_out_and_file_transfer_sets(tmp_path):
     assert cli_main([*args, "--set", "transfer.source=held_out", "--set", "transfer.fraction=0.25"]) == 0
     data = load_data("digits", val_fraction=0.2, seed=0)
     teacher_idx, transfer_idx = transfer_split(data.num_train, 0.25, seed=0)
-    transfer = json.loads((out / "results.json").read_text())["transfer"]
+    transfer = json.loads((out / "results.json").read_text())["teachers"][0]["transfer"]
     assert transfer["size"] == len(transfer_idx) and transfer["teacher_train_size"] == len(teacher_idx)
     # the reported teacher accuracy on the transfer set, recomputed from the saved teacher
     teacher = parse_config(BASE).teacher.model.factory(data)()
-    teacher.load_state_dict(torch.load(out / "teacher.pt", weights_only=True)["model"])
+    teacher.load_state_dict(torch.load(out / T0 / "teacher.pt", weights_only=True)["model"])
     with torch.no_grad():
         predicted = teacher.eval()(data.x_train[torch.as_tensor(transfer_idx)]).argmax(1)
     expected = (predicted == data.y_train[torch.as_tensor(transfer_idx)]).float().mean().item()
@@ -176,7 +181,7 @@ def test_held_out_and_file_transfer_sets(tmp_path):
     args = ["distill", "distill_digits", "--out", str(out), "--no-plots", *tiny]
     file_args = ["--set", "transfer.source=file", "--set", f"transfer.path={tmp_path / 'x.npy'}"]
     assert cli_main([*args, *file_args]) == 0
-    transfer = json.loads((out / "results.json").read_text())["transfer"]
+    transfer = json.loads((out / "results.json").read_text())["teachers"][0]["transfer"]
     assert transfer == {"source": "file", "size": 40, "teacher_train_size": data.num_train}
 
 
@@ -280,15 +285,15 @@ def test_a_damaged_teacher_is_retrained_and_said_and_its_students_are_kept(finis
 
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
-    before = _runs(out / "runs.json")
-    flip_byte_in_a_tensor(out / "teacher.pt")
+    before = _runs(out / T0 / "runs.json")
+    flip_byte_in_a_tensor(out / T0 / "teacher.pt")
     capsys.readouterr()
     more = [item.replace("seeds=2", "seeds=3") for item in TINY]
     assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *more]) == 0
     err = capsys.readouterr().err
-    assert f"teacher {out / 'teacher.pt'}: its weights do not match the sha256" in err
+    assert f"teacher {out / T0 / 'teacher.pt'}: its weights do not match the sha256" in err
     assert "retraining the teacher" in err and "recomputing" not in err
-    after = _runs(out / "runs.json")
+    after = _runs(out / T0 / "runs.json")
     assert after[: len(before)] == before and sorted({r["seed"] for r in after[len(before) :]}) == [2]
 
 
@@ -298,13 +303,13 @@ def test_per_run_results_edited_behind_their_hash_are_recomputed_and_said(finish
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     reference = (out / "results.csv").read_text()
-    saved = json.loads((out / "runs.json").read_text())
+    saved = json.loads((out / T0 / "runs.json").read_text())
     saved["rows"][0]["test_accuracy"] = 0.123  # a silently different number
-    (out / "runs.json").write_text(json.dumps(saved))
+    (out / T0 / "runs.json").write_text(json.dumps(saved))
     capsys.readouterr()
     assert cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY]) == 0
     err = capsys.readouterr().err
-    assert f"{out / 'runs.json'}: its content does not match the sha256" in err and "recomputing" in err
+    assert f"{out / T0 / 'runs.json'}: its content does not match the sha256" in err and "recomputing" in err
     assert (out / "results.csv").read_text() == reference
 
 
@@ -314,7 +319,7 @@ def test_a_given_teacher_checkpoint_that_fails_its_hash_is_an_error(finished_run
     from checkpoint_files import flip_byte_in_a_tensor
 
     given = tmp_path / "teacher.pt"
-    shutil.copy(finished_run / "teacher.pt", given)
+    shutil.copy(finished_run / T0 / "teacher.pt", given)
     flip_byte_in_a_tensor(given)
     out = tmp_path / "run"
     code = cli_main(["distill", "distill_digits", "--out", str(out), "--no-plots", *TINY,

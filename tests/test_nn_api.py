@@ -27,7 +27,7 @@ from selfdistill.nn.losses import build_loss
 
 SPEC = TrainSpec(lr=3e-3, batch_size=32, steps=25)
 COMPARED = ("train_acc_original", "train_loss_original", "target_loss", "val_acc", "test_acc", "val_loss",
-            "test_loss", "train_acc_clean", "steps", "student_seed", "data_seed")  # fmt: skip
+            "test_loss", "train_acc_clean", "steps", "student_seed", "batch_seed")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,7 @@ def _row(seed, t, val, test):
         "seconds": 0.1,
         "train_acc_clean": 1.0,
         "student_seed": 0,
-        "data_seed": 0,
+        "batch_seed": 0,
     }
 
 

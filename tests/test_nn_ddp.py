@@ -88,7 +88,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     es_two = _rows(tmp_path / "two" / "early_stopping.csv")
     assert [r["es_steps"] for r in es_one] == [r["es_steps"] for r in es_two]
     # only rank 0 wrote: one config copy, one set of checkpoints
-    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "seed0").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "two" / "data_seed0" / "checkpoints" / "seed0").iterdir()) == [
         "early_stopping.json",
         "round0.pt",
         "round1.pt",

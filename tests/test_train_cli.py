@@ -42,20 +42,21 @@ def test_cpu_config_runs_end_to_end(name, tmp_path, capsys):
     assert _run([name, "--out", str(out), "--no-progress", *_sets(TRIVIAL)]) == 0
     with open(out / "rounds.csv") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames[: len(ROUND_COLUMNS)]) == ROUND_COLUMNS
+        assert tuple(reader.fieldnames[: len(ROUND_COLUMNS) + 1]) == ("data_seed",) + ROUND_COLUMNS
         rows = list(reader)
     assert len(rows) == 4 and {int(r["steps"]) for r in rows} == {6}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_round_by_val"]["round"] in (0, 1)
     assert [e["round"] for e in summary["per_round"]] == [0, 1]
-    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed1" / "round1.pt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert (out / "data_seed0" / "checkpoints" / "seed1" / "round1.pt").is_file()
     assert summary["plots"] and all(p.endswith(".png") for p in summary["plots"])
     printed = capsys.readouterr().out
     assert "best round by validation accuracy" in printed and "±" in printed
     if name == "digits_mlp_early_stopping":
         with open(out / "early_stopping.csv") as handle:
             reader = csv.DictReader(handle)
-            assert tuple(reader.fieldnames) == ES_COLUMNS
+            assert tuple(reader.fieldnames) == ("data_seed",) + ES_COLUMNS
             es = list(reader)
         assert len(es) == 4
         for row in es:
@@ -264,7 +265,8 @@ def test_a_running_train_holds_its_folder_against_a_second_process(tmp_path, mon
     assert f"--out {out} is in use by another selfdistill run (held by pid {os.getpid()}" in done.stderr
     with open(out / "rounds.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 4
-    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "seed0" / "round0.pt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert (out / "data_seed0" / "checkpoints" / "seed0" / "round0.pt").is_file()
 
 
 def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
@@ -281,3 +283,43 @@ def test_reproduce_neural_refuses_a_folder_of_another_recipe(tmp_path):
     assert "steps: 1000" in (tmp_path / "config.yaml").read_text()
     quick = load_config(CONFIG_NAME, QUICK_OVERRIDES)
     assert quick.optimizer.steps == 400
+
+
+def test_plain_early_stopping_keeps_the_best_validation_check_of_round_0s_trajectory(tmp_path, capsys):
+    """The plain model is round 0 trained again (same seeds, same trajectory), kept at its best validation
+    check: with one check (eval_every >= steps) it IS round 0; with several, its validation accuracy is at
+    least round 0's and its comparisons with the rounds are in paired.csv and the printed summary."""
+    sets = ["optimizer.steps=12", "chain.rounds=2", "chain.seeds=[0, 1]", "data.subset=150",
+            "data.seeds=[0, 2]", "plain_early_stopping=true"]
+    one = tmp_path / "one"
+    assert _run(["digits_mlp_l2", "--out", str(one), "--no-progress", "--no-plots",
+                 *_sets([*sets, "optimizer.eval_every=12"])]) == 0
+    with open(one / "plain_early_stopping.csv") as handle:
+        plain = {(r["data_seed"], r["seed"]): r for r in csv.DictReader(handle)}
+    with open(one / "rounds.csv") as handle:
+        round0 = {(r["data_seed"], r["seed"]): r for r in csv.DictReader(handle) if r["round"] == "0"}
+    assert sorted(plain) == sorted(round0) and len(plain) == 4
+    for unit, row in plain.items():
+        assert row["checks"] == "1" and row["best_step"] == "12"
+        assert float(row["test_acc"]) == float(round0[unit]["test_acc"])
+        assert float(row["val_acc"]) == float(round0[unit]["val_acc"])
+
+    several = tmp_path / "several"
+    assert _run(["digits_mlp_l2", "--out", str(several), "--no-progress", "--no-plots",
+                 *_sets([*sets, "optimizer.eval_every=3"])]) == 0
+    printed = capsys.readouterr().out
+    assert "plain early-stopped model - round 0" in printed
+    assert "plain early-stopped model - chosen round" in printed
+    with open(several / "plain_early_stopping.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        assert row["checks"] == "4" and int(row["best_step"]) in (3, 6, 9, 12)
+        unit = (row["data_seed"], row["seed"])
+        assert float(row["val_acc"]) >= float(round0[unit]["val_acc"])
+        assert float(row["final_test_acc"]) == float(round0[unit]["test_acc"])  # the same trajectory
+    with open(several / "paired.csv") as handle:
+        comparisons = {(r["a"], r["b"]) for r in csv.DictReader(handle)}
+    assert ("plain_early_stopped", "round_0") in comparisons
+    assert ("plain_early_stopped", "val_chosen_round") in comparisons
+    summary = json.loads((several / "summary.json").read_text())
+    assert summary["seed_axes"]["data.seeds"] == [0, 2] and summary["wall_seconds"] > 0

@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "selfdistill.experiments.distill",
         "teacher -> student distillation with PTLoss and baselines from a YAML config",
     ),
+    "config": (
+        "selfdistill.experiments.show_config",
+        "every key of a train or distill config (type, default, meaning), or one config resolved",
+    ),
 }
 
 

@@ -6,7 +6,7 @@ differences a_s - b_s with a confidence interval, not two means with two standar
 
 - The interval is Student's t interval of the mean difference (``scipy.stats.t.interval``), exact when
   the differences are normal; it needs n >= 2 seeds.
-- Where the sample is small (n < :data:`BOOTSTRAP_BELOW`) a percentile bootstrap interval of the mean
+- Where the sample is small (n < ``BOOTSTRAP_BELOW``) a percentile bootstrap interval of the mean
   difference (``scipy.stats.bootstrap`` with a fixed seed) is reported beside it: it makes no normality
   assumption, but with so few seeds neither interval is reliable, and the verdict says "few seeds".
 
@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-__all__ = ["BOOTSTRAP_BELOW", "PairedDifference", "paired_difference", "paired_table"]
+__all__ = [
+    "BOOTSTRAP_BELOW",
+    "PairedComparison",
+    "PairedDifference",
+    "mean_interval",
+    "paired_difference",
+    "paired_rows",
+    "paired_table",
+]
 
 #: below this many pairs a bootstrap interval is reported beside the t interval.
 BOOTSTRAP_BELOW = 10
@@ -172,3 +180,129 @@ def paired_table(
     return [
         paired_difference(values[a], values[b], names=(a, b), confidence=confidence) for a, b in pairs
     ]
+
+
+def mean_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` with its ``confidence`` t interval (scipy's
+    ``t.interval``); NaN bounds for fewer than 2 values, the mean itself when they are all equal. For plots:
+    an interval of the MEAN, not of single seeds (that is the standard deviation)."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    if std == 0.0:
+        return mean, mean, mean
+    low, high = scipy.stats.t.interval(confidence, x.size - 1, loc=mean, scale=std / math.sqrt(x.size))
+    return mean, float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``a - b`` paired over units (e.g. (data seed, model seed)), and, where units are nested in clusters
+    (several model seeds per data seed, several students per teacher), the same over the cluster means.
+
+    ``units`` treats every unit as independent; units of one cluster share it (its split, its teacher), so
+    when clusters vary that interval is too narrow, and ``clusters`` (one mean difference per cluster, fewer
+    degrees of freedom) is the honest one. ``clusters`` is None when every cluster holds one unit (then the
+    two coincide) or there is one cluster only (nothing to generalize over)."""
+
+    units: PairedDifference
+    clusters: PairedDifference | None = None
+    unit_keys: tuple[str, ...] = ()
+    cluster_key: str | None = None
+
+    @property
+    def a(self) -> str:
+        return self.units.a
+
+    @property
+    def b(self) -> str:
+        return self.units.b
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat row: the unit-level fields, and ``cluster_*`` fields (NaN/None when not applicable)."""
+        row = self.units.to_dict()
+        row["verdict"] = self.units.verdict()
+        c = self.clusters
+        row["n_clusters"] = c.n if c is not None else None
+        row["cluster_mean"] = c.mean if c is not None else math.nan
+        row["cluster_ci_low"] = c.ci_low if c is not None else math.nan
+        row["cluster_ci_high"] = c.ci_high if c is not None else math.nan
+        row["cluster_boot_low"] = c.boot_low if c is not None else math.nan
+        row["cluster_boot_high"] = c.boot_high if c is not None else math.nan
+        return row
+
+    def format(self, scale: float = 1.0, digits: int = 3) -> str:
+        """``+m [lo, hi] (n=..; bootstrap [..]); over k <cluster>s [lo, hi]`` (values times ``scale``)."""
+
+        def interval(low: float, high: float) -> str:
+            return f"[{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
+
+        u = self.units
+        text = f"{u.format(scale, digits)} (n={u.n}"
+        if u.n < BOOTSTRAP_BELOW and math.isfinite(u.boot_low):
+            text += f"; bootstrap {interval(u.boot_low, u.boot_high)}"
+        text += ")"
+        if self.clusters is not None:
+            c = self.clusters
+            text += f"; over {c.n} {self.cluster_key or 'cluster'}s {interval(c.ci_low, c.ci_high)}"
+        return text
+
+
+def paired_rows(
+    rows: Sequence[dict[str, Any]],
+    pairs: Sequence[tuple[Any, Any]],
+    *,
+    arm: str,
+    value: str,
+    unit: Sequence[str],
+    cluster: str | None = None,
+    confidence: float = 0.95,
+) -> list[PairedComparison]:
+    """Paired comparisons from a long table: ``rows`` are dicts with an ``arm`` column (method, round), the
+    ``unit`` columns (what makes a pair: e.g. data seed and model seed) and a ``value`` column.
+
+    For each ``(a, b)`` of ``pairs``, the units holding a finite value for both arms are paired (units
+    missing either are left out; ``n`` says how many remain) and :func:`paired_difference` gives the mean
+    of ``a - b`` with its interval. With ``cluster`` (one of the unit columns), the per-cluster means of
+    the differences are compared too (:class:`PairedComparison`). A unit appearing twice for one arm is an
+    error (the pairing would be ambiguous)."""
+    unit = tuple(unit)
+    if cluster is not None and cluster not in unit:
+        raise ValueError(f"paired_rows: cluster {cluster!r} must be one of the unit columns {list(unit)}")
+    table: dict[Any, dict[tuple, float]] = {}
+    for row in rows:
+        key = tuple(row[u] for u in unit)
+        by_unit = table.setdefault(row[arm], {})
+        if key in by_unit:
+            where = dict(zip(unit, key, strict=True))
+            raise ValueError(f"paired_rows: {arm}={row[arm]!r} has two rows for {where}")
+        by_unit[key] = float(row[value])
+    out = []
+    for a, b in pairs:
+        missing = [name for name in (a, b) if name not in table]
+        if missing:
+            raise ValueError(f"paired_rows: no rows with {arm}={missing[0]!r}; known: {list(table)}")
+        keys = sorted(
+            k for k in table[a].keys() & table[b].keys()
+            if math.isfinite(table[a][k]) and math.isfinite(table[b][k])
+        )  # fmt: skip
+        if not keys:
+            raise ValueError(f"paired_rows: {a!r} and {b!r} share no unit with finite {value}")
+        names = (str(a), str(b))
+        units = paired_difference([table[a][k] for k in keys], [table[b][k] for k in keys], names=names,
+                                  confidence=confidence)  # fmt: skip
+        clusters = None
+        if cluster is not None:
+            position = unit.index(cluster)
+            groups: dict[Any, list[float]] = {}
+            for k in keys:
+                groups.setdefault(k[position], []).append(table[a][k] - table[b][k])
+            if len(groups) > 1 and any(len(g) > 1 for g in groups.values()):
+                means = [float(np.mean(g)) for _, g in sorted(groups.items())]
+                clusters = paired_difference(means, [0.0] * len(means), names=names, confidence=confidence)
+        out.append(PairedComparison(units, clusters, unit, cluster))
+    return out

@@ -94,7 +94,9 @@ ROUND_COLUMNS: tuple[str, ...] = (
     "steps",
     "seconds",
 )
-EXTRA_COLUMNS: tuple[str, ...] = ("train_acc_clean", "student_seed", "data_seed")
+# student_seed / batch_seed: the derived seeds of the round's initialization and batch order (batch_seed was
+# called data_seed before data seeds, the split and label-noise axis, existed; old rows are renamed on load)
+EXTRA_COLUMNS: tuple[str, ...] = ("train_acc_clean", "student_seed", "batch_seed")
 METRIC_COLUMNS: tuple[str, ...] = (
     "train_acc_original",
     "train_loss_original",
@@ -480,7 +482,7 @@ def run_chain(
         teacher_train_logits: Tensor | None = None
         for t in range(spec.rounds):
             init_seed = derive_seed(seed, t, "init")
-            data_seed = derive_seed(seed, t, "data")
+            batch_seed = derive_seed(seed, t, "data")
             loaded = None
             if out is not None:
                 path = checkpoint_path(out, seed, t)
@@ -544,7 +546,7 @@ def run_chain(
                 "seconds": time.perf_counter() - started,
                 "train_acc_clean": accuracy(train_logits, clean_labels),
                 "student_seed": init_seed,
-                "data_seed": data_seed,
+                "batch_seed": batch_seed,
             }
             rows.append(row)
             weights = {k: v.detach().cpu() for k, v in student.state_dict().items()}
@@ -608,7 +610,10 @@ def _load_round(
                 f"checkpoint {path}: {problem}; retraining seed {seed} round {round_index}", file=sys.stderr
             )
         return None
-    return student, dict(payload["row"]), read.weights_sha256
+    row = dict(payload["row"])
+    if "data_seed" in row and "batch_seed" not in row:  # a row saved before the column was renamed
+        row["batch_seed"] = row.pop("data_seed")
+    return student, row, read.weights_sha256
 
 
 def _augmented_teacher_targets(

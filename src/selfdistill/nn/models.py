@@ -26,9 +26,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters"]
+__all__ = ["MODEL_NAMES", "MODEL_OPTIONS", "build_model", "count_parameters"]
 
 MODEL_NAMES = ("mlp", "cnn", "cnn1d", "resnet20", "resnet50", "vgg16")
+# the keyword arguments build_model accepts for each name (the rest of the constructors' arguments are
+# filled in from the data: class count and input shape)
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden_sizes",),
+    "cnn": ("channels", "batch_norm"),
+    "cnn1d": ("channels", "batch_norm"),
+    "resnet20": ("blocks_per_stage",),
+    "resnet50": (),
+    "vgg16": ("batch_norm",),
+}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -183,20 +193,18 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwa
             raise ValueError(f"model {name!r} does not accept {sorted(unknown)}; accepted: {list(allowed)}")
         return kwargs
 
+    kw = take(*MODEL_OPTIONS[key])
     if key == "mlp":
-        kw = take("hidden_sizes")
         in_features = 1
         for s in input_shape:
             in_features *= s
         return MLP(in_features, num_classes, tuple(kw.get("hidden_sizes", (256, 256))))
     if key == "cnn":
-        kw = take("channels", "batch_norm")
         _require_image_shape(name, input_shape, "; for 1-D inputs (channels, length) use 'cnn1d'")
         return SmallCNN(input_shape[0], num_classes, input_shape[1:], dims=2,
                         channels=tuple(kw.get("channels", (32, 64, 128))),
                         batch_norm=bool(kw.get("batch_norm", True)))
     if key == "cnn1d":
-        kw = take("channels", "batch_norm")
         if len(input_shape) != 2:
             raise ValueError(f"model 'cnn1d' expects input_shape (channels, length), got {input_shape}")
         return SmallCNN(input_shape[0], num_classes, input_shape[1:], dims=1,
@@ -204,10 +212,7 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwa
                         batch_norm=bool(kw.get("batch_norm", True)))
     _require_image_shape(name, input_shape)
     if key == "resnet20":
-        kw = take("blocks_per_stage")
         return CifarResNet(num_classes, input_shape[0], blocks_per_stage=int(kw.get("blocks_per_stage", 3)))
     if key == "resnet50":
-        take()
         return _resnet50_cifar(num_classes, input_shape[0])
-    kw = take("batch_norm")
     return CifarVGG(num_classes, input_shape[0], batch_norm=bool(kw.get("batch_norm", True)))

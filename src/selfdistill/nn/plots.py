@@ -7,10 +7,12 @@ Inputs are the files a chain writes (:mod:`selfdistill.nn.chain`, :mod:`selfdist
 - ``early_stopping.csv``: one row per (seed, round) with ``seed, round, sd_train_loss, sd_test_acc,
   es_steps, es_reached, es_train_loss, es_test_acc``.
 
-Every curve is the mean over seeds with a band of +- one standard deviation (sample std, ddof = 1; no band
-with a single seed). NaN entries are left out of the mean. Matplotlib is imported lazily; figures are drawn
-on its Agg canvas without pyplot, so nothing global (backend, open figures) changes. The CSV files are read
-with the csv module (pandas is not a dependency).
+Every curve is the mean over seed units (a unit is one (data seed, model seed) pair when the CSV has a
+``data_seed`` column, else one seed) with a band showing the 95 % t interval of that mean (scipy's
+``t.interval``; no band with a single unit). NaN entries are left out. :func:`plot_paired` draws paired
+differences (``paired.csv`` of a chain or a distillation run) with their intervals. Matplotlib is
+imported lazily; figures are drawn on its Agg canvas without pyplot, so nothing global (backend, open
+figures) changes. The CSV files are read with the csv module (pandas is not a dependency).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from selfdistill.io import atomic_save_figure
 __all__ = [
     "RoundSummary",
     "plot_compare",
+    "plot_paired",
     "plot_early_stopping",
     "plot_rounds",
     "read_results_csv",
@@ -83,13 +86,15 @@ def read_results_csv(path: str | Path, required: Sequence[str] = ("seed", "round
 
 @dataclass(frozen=True)
 class RoundSummary:
-    """Mean and standard deviation over seeds of one column, per round."""
+    """Mean, standard deviation and the 95 % t interval of the mean over seeds of one column, per round."""
 
     column: str
     rounds: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     count: np.ndarray
+    ci_low: np.ndarray | None = None
+    ci_high: np.ndarray | None = None
 
     def __str__(self) -> str:
         lines = [f"{self.column}: round  mean  std  (seeds)"]
@@ -107,14 +112,20 @@ def summarize_by_round(table: dict[str, np.ndarray], column: str, rows: np.ndarr
     values, rounds = table[column], table[round_column]
     if rows is not None:
         values, rounds = values[rows], rounds[rows]
+    from selfdistill.stats import mean_interval
+
     uniq = np.unique(rounds[~np.isnan(rounds)])
-    means, stds, counts = [], [], []
+    means, stds, counts, lows, highs = [], [], [], [], []
     for r in uniq:
         v = values[(rounds == r) & ~np.isnan(values)]
         counts.append(v.size)
         means.append(v.mean() if v.size else math.nan)
         stds.append(v.std(ddof=1) if v.size > 1 else 0.0)
-    return RoundSummary(column, uniq.astype(int), np.array(means), np.array(stds), np.array(counts))
+        _, low, high = mean_interval(v.tolist())
+        lows.append(low)
+        highs.append(high)
+    return RoundSummary(column, uniq.astype(int), np.array(means), np.array(stds), np.array(counts),
+                        np.array(lows), np.array(highs))  # fmt: skip
 
 
 def _figure(figsize: tuple[float, float]):
@@ -128,15 +139,27 @@ def _figure(figsize: tuple[float, float]):
 
 
 def _band(ax, summary: RoundSummary, label: str, color=None, marker: str = "o") -> None:
+    """The mean per round and, with two units or more, a band of the 95 % t interval of the mean."""
     line, = ax.plot(summary.rounds, summary.mean, marker=marker, markersize=4, label=label, color=color)
-    if np.any(summary.count > 1):
-        ax.fill_between(summary.rounds, summary.mean - summary.std, summary.mean + summary.std,
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+    if np.any(summary.count > 1) and summary.ci_low is not None:
+        ax.fill_between(summary.rounds, summary.ci_low, summary.ci_high, color=line.get_color(), alpha=0.2,
+                        linewidth=0)  # fmt: skip
+
+
+def _units(table: dict[str, np.ndarray]) -> int:
+    """Number of seed units: distinct (data_seed, seed) pairs when there is a data_seed column."""
+    if "seed" not in table:
+        return 0
+    keys = [table["seed"]] + ([table["data_seed"]] if "data_seed" in table else [])
+    pairs = np.stack(keys, axis=1)
+    pairs = pairs[~np.isnan(pairs).any(axis=1)]
+    return int(np.unique(pairs, axis=0).shape[0]) if pairs.size else 0
 
 
 def _seeds_note(table: dict[str, np.ndarray]) -> str:
-    n = np.unique(table["seed"][~np.isnan(table["seed"])]).size if "seed" in table else 0
-    return f"mean \u00b1 std over {n} seed{'s' if n != 1 else ''}"
+    n = _units(table)
+    unit = "seed unit" if "data_seed" in table else "seed"
+    return f"mean and 95% t interval of the mean over {n} {unit}{'s' if n != 1 else ''}"
 
 
 def _finish(fig, ax_list, title: str | None, note: str, path: Path) -> Path:
@@ -200,11 +223,21 @@ def plot_rounds(rounds_csv: str | Path, out_dir: str | Path, title: str | None =
     return paths
 
 
+def _half_widths(summary: RoundSummary) -> np.ndarray:
+    """``[[mean - low], [high - mean]]`` of the interval of the mean (0 where there is none)."""
+    if summary.ci_low is None:
+        return np.zeros((2, summary.mean.size))
+    low = np.where(np.isfinite(summary.ci_low), summary.mean - summary.ci_low, 0.0)
+    high = np.where(np.isfinite(summary.ci_high), summary.ci_high - summary.mean, 0.0)
+    return np.stack([low, high])
+
+
 def plot_early_stopping(es_csv: str | Path, out_dir: str | Path, title: str | None = None) -> list[Path]:
     """Figure-6-style plot: test accuracy against training loss (original labels) for the self-distilled
     model of each round and for early-stopped models at the same training loss; points are means over
-    seeds with +- std error bars in both directions, labelled by round. Early-stopping points where some
-    seeds never reached the loss are drawn hollow and marked "k/n reached". Returns the PNG path(s)."""
+    seeds with error bars of the 95 % t interval of the mean in both directions, labelled by round.
+    Early-stopping points where some seeds never reached the loss are drawn hollow and marked "k/n
+    reached". Returns the PNG path(s)."""
     table = read_results_csv(es_csv, required=("seed", "round", "sd_train_loss", "sd_test_acc",
                                                "es_reached", "es_train_loss", "es_test_acc"))
     sd_loss = summarize_by_round(table, "sd_train_loss")
@@ -215,12 +248,12 @@ def plot_early_stopping(es_csv: str | Path, out_dir: str | Path, title: str | No
 
     fig = _figure((6.5, 4.5))
     ax = fig.subplots()
-    ax.errorbar(sd_loss.mean, sd_acc.mean, xerr=sd_loss.std, yerr=sd_acc.std, marker="o", capsize=3,
-                label="self-distillation (end of round)")
+    ax.errorbar(sd_loss.mean, sd_acc.mean, xerr=_half_widths(sd_loss), yerr=_half_widths(sd_acc), marker="o",
+                capsize=3, label="self-distillation (end of round)")
     all_reached = reached.mean >= 1.0 - 1e-12
     color = "tab:orange"
-    ax.errorbar(es_loss.mean, es_acc.mean, xerr=es_loss.std, yerr=es_acc.std, fmt="none", ecolor=color,
-                capsize=3)
+    ax.errorbar(es_loss.mean, es_acc.mean, xerr=_half_widths(es_loss), yerr=_half_widths(es_acc), fmt="none",
+                ecolor=color, capsize=3)
     ax.plot(es_loss.mean, es_acc.mean, linestyle="--", color=color, alpha=0.6)
     ax.scatter(es_loss.mean[all_reached], es_acc.mean[all_reached], marker="s", color=color, zorder=3,
                label="early stopping at equal train loss")
@@ -252,7 +285,8 @@ def plot_compare(runs: Sequence[tuple[str, str | Path]], out_path: str | Path,
                  metrics: Sequence[str] = ("test_acc", "train_acc_original"),
                  title: str | None = None) -> Path:
     """Several chains on one figure (e.g. soft vs hard labels, or losses): one panel per metric, one
-    curve (mean +- std over seeds) per ``(label, rounds_csv)`` in ``runs``. Returns ``out_path``."""
+    curve (mean with its 95 % interval over seeds) per ``(label, rounds_csv)`` in ``runs``. Returns
+    ``out_path``."""
     if not runs:
         raise ValueError("runs must list at least one (label, rounds_csv) pair")
     if not metrics:
@@ -267,6 +301,81 @@ def plot_compare(runs: Sequence[tuple[str, str | Path]], out_path: str | Path,
         ax.set_ylabel(_LABELS.get(metric, metric))
         ax.set_title(_LABELS.get(metric, metric))
         ax.legend(fontsize=8)
-    seeds = sorted({int(np.unique(t["seed"]).size) for _, t in tables})
-    note = f"mean \u00b1 std over {'/'.join(map(str, seeds))} seeds"
+    seeds = sorted({_units(t) for _, t in tables})
+    note = f"mean and 95% t interval of the mean over {'/'.join(map(str, seeds))} seed units"
     return _finish(fig, list(axes[0]), title, note, Path(out_path))
+
+
+def _short_arm(name: str) -> str:
+    """Short tick labels: ``round_3`` -> ``3``, the chain's chosen round and plain model by name."""
+    if name.startswith("round_"):
+        return name[len("round_"):]
+    return {"val_chosen_round": "chosen", "plain_early_stopped": "plain ES"}.get(name, name)
+
+
+def read_paired_csv(path: str | Path) -> list[dict[str, object]]:
+    """Rows of a ``paired.csv`` (chain or distillation): strings for ``comparison``, ``a``, ``b``, ``metric``
+    and ``verdict``, numbers for the rest (empty cells as NaN)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"paired-comparison file {path} does not exist")
+    text_columns = {"comparison", "a", "b", "metric", "verdict", "excludes_zero"}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        out.append({k: (v if k in text_columns else _parse(v or "")) for k, v in row.items()})
+    return out
+
+
+def plot_paired(
+    paired: str | Path | Sequence[dict[str, object]],
+    out_path: str | Path,
+    *,
+    title: str | None = None,
+    scale: float = 100.0,
+    ylabel: str = "test accuracy difference (points)",
+    ax=None,
+) -> Path | None:
+    """Paired differences ``a - b`` as points with their 95 % t interval (thick) and, where reported, the
+    interval over clusters (data seeds or teachers: thin, lighter), one column per comparison, a line at
+    zero; intervals that exclude zero are drawn dark, the others grey. ``paired``: a ``paired.csv`` path or
+    its rows. Values are multiplied by ``scale`` (100: percentage points). Returns the PNG path (None when
+    drawn into a given ``ax``)."""
+    rows = read_paired_csv(paired) if isinstance(paired, str | Path) else list(paired)
+    if not rows:
+        raise ValueError("plot_paired: no comparisons to plot")
+    fig = None
+    if ax is None:
+        fig = _figure((max(5.0, 0.45 * len(rows) + 2.0), 5.4))
+        ax = fig.subplots()
+    x = np.arange(len(rows))
+    for i, row in enumerate(rows):
+        mean, low, high = (scale * float(row[k]) for k in ("mean", "ci_low", "ci_high"))  # type: ignore[arg-type]
+        excludes = np.isfinite(low) and (low > 0 or high < 0)
+        color = "tab:blue" if excludes else "tab:gray"
+        if np.isfinite(low):
+            ax.errorbar([i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=color, capsize=4,
+                        elinewidth=2)  # fmt: skip
+        else:
+            ax.plot([i], [mean], "o", color=color)
+        c_low, c_high = row.get("cluster_ci_low"), row.get("cluster_ci_high")
+        if c_low is not None and np.isfinite(float(c_low)):  # type: ignore[arg-type]
+            c_mean = scale * float(row.get("cluster_mean", row["mean"]))  # type: ignore[arg-type]
+            lo, hi = scale * float(c_low), scale * float(c_high)  # type: ignore[arg-type]
+            ax.errorbar([i + 0.18], [c_mean], yerr=[[c_mean - lo], [hi - c_mean]], fmt=".", color=color,
+                        alpha=0.5, capsize=2, elinewidth=1)  # fmt: skip
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{_short_arm(str(r['a']))} \u2212 {_short_arm(str(r['b']))}" for r in rows],
+                       rotation=60, ha="right", fontsize=8)  # fmt: skip
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    n = sorted({int(float(r["n"])) for r in rows})  # type: ignore[arg-type]
+    note = (f"paired mean and 95% t interval, n = {'/'.join(map(str, n))} units; thin: interval over "
+            "clusters (data seeds / teachers) where reported")  # fmt: skip
+    ax.set_title(f"{title}\n({note})" if title else note, fontsize=9)
+    if fig is None:
+        return None
+    fig.tight_layout()
+    return atomic_save_figure(fig, Path(out_path))
