@@ -118,33 +118,16 @@ nitpick_ignore_regex: list[tuple[str, str]] = [
         r"py:.*",
         r"(numpy|np|torch|sklearn|scipy|matplotlib|pathlib|os|argparse|collections\.abc|typing)(\..*)?",
     ),
-    # pathlib.Path in an annotation that autodoc shows by its bare name
+    # pathlib.Path and selfdistill.io.RunFolder in annotations that autodoc shows by their bare names
     (r"py:class", r"Path"),
+    (r"py:class", r"RunFolder"),
     # internal helpers that appear in signatures but are not part of the public API
     (r"py:class", r"selfdistill\.nn\.distributed\.DistContext"),
     # proxy_teacher's docstring names this helper relative to its own module (selfdistill.ptloss.proxy);
     # the API lists proxy_teacher under selfdistill.ptloss, where the helper is not exported
     (r"py:func", r"default_tolerance"),
 ]
-# Names that docstrings of modules under rework (experiments/config.py, experiments/distill.py: the
-# distillation config and its stages) mention but that the API reference does not list yet. Exact names,
-# one by one, so that any NEW unresolved reference still fails the build; remove them when those modules
-# get their API entries.
-nitpick_ignore: list[tuple[str, str]] = [
-    # selfdistill.experiments.config (module docstring, DataConfig.load, ExperimentConfig fields)
-    ("py:class", "DistillConfig"),
-    ("py:class", "selfdistill.experiments.config.DistillConfig"),
-    ("py:data", "MIN_TRAINING_EXAMPLES"),
-    ("py:func", "config_differences"),
-    ("py:func", "result_settings"),
-    # selfdistill.experiments.distill (module docstring: its stages and the modules it builds on)
-    ("py:func", "stage_teacher"),
-    ("py:func", "stage_teacher_outputs"),
-    ("py:func", "stage_search"),
-    ("py:func", "stage_students"),
-    ("py:func", "stage_summary"),
-    ("py:mod", "selfdistill.experiments.runs"),
-]
+nitpick_ignore: list[tuple[str, str]] = []
 
 
 def _readable_dataclass_signature(app, what, name, obj, options, signature, return_annotation):

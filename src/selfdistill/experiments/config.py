@@ -936,8 +936,8 @@ def load_distill_config(name_or_path: str | Path, overrides: list[str] | None = 
 
 def result_settings(config: RunConfig) -> dict[str, Any]:
     """The flat ``{dotted key: value}`` of the keys that change results (every key but the config class's
-    ``RESUME_IGNORED_KEYS``): the fingerprint stored in checkpoints, and what :func:`config_differences`
-    compares. One definition for both."""
+    ``RESUME_IGNORED_KEYS``): the fingerprint stored in checkpoints, and what
+    :func:`~selfdistill.experiments.config.config_differences` compares. One definition for both."""
     ignore = type(config).RESUME_IGNORED_KEYS
     return {
         key: value

@@ -10,6 +10,7 @@ teacher share it, so that is the honest one when teachers vary).
 
 Stages per teacher (each a function; every result lands in its folder; an interrupted run resumes where it
 stopped):
+
   1. teacher (:func:`stage_teacher`): train it on the labeled training split, or load it
      (``teacher.checkpoint``); ``teacher.pt`` carries the sha256 of its weights and the fingerprint of the
      settings it depends on (its data and teacher seeds included). The transfer set (section ``transfer``)
