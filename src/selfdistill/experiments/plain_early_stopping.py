@@ -48,9 +48,9 @@ def early_stop_on_validation(
     best validation check; returns the row (without ``data_seed``)."""
     import torch
 
-    from selfdistill.nn.chain import derive_seed, fresh_model
+    from selfdistill.nn.chain import train_round
     from selfdistill.nn.distributed import SINGLE_PROCESS
-    from selfdistill.nn.training import accuracy, loss_on, one_hot, predict_logits, train
+    from selfdistill.nn.training import accuracy, loss_on, one_hot, predict_logits
 
     dist_ctx = dist_ctx or SINGLE_PROCESS
     device = torch.device(device)
@@ -74,24 +74,20 @@ def early_stop_on_validation(
                         test_loss=test_loss)  # fmt: skip
         return False  # never stop: the whole budget, every check seen
 
-    model = fresh_model(model_factory, derive_seed(seed, 0, "init"))
-    generator = torch.Generator().manual_seed(derive_seed(seed, 0, "data"))
     onehot = one_hot(data.y_train.cpu(), num_classes)
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(derive_seed(seed, 0, "torch"))
-        train(
-            model,
-            data.x_train,
-            onehot.to(data.x_train.device),
-            loss_fn,
-            spec.train,
-            generator=generator,
-            device=device,
-            augment=getattr(data, "augment", None),
-            stop_condition=check,
-            dist_ctx=dist_ctx,
-        )
+    train_round(  # round 0's initialization and batches, every validation check seen
+        model_factory,
+        data.x_train,
+        onehot.to(data.x_train.device),
+        loss_fn,
+        spec.train,
+        seed=seed,
+        round_index=0,
+        device=device,
+        augment=getattr(data, "augment", None),
+        stop_condition=check,
+        dist_ctx=dist_ctx,
+    )
     return {
         "seed": int(seed),
         **best,

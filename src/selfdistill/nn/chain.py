@@ -74,6 +74,7 @@ from selfdistill.nn.training import (
     TargetFn,
     TrainResult,
     TrainSpec,
+    TrainState,
     accuracy,
     loss_on,
     one_hot,
@@ -403,13 +404,16 @@ def train_round(
     device: torch.device | str = "cpu",
     augment: Augment | None = None,
     on_step: Callable[[int, Tensor], None] | None = None,
+    stop_condition: Callable[[TrainState], bool] | None = None,
     dist_ctx: DistContext = SINGLE_PROCESS,
 ) -> tuple[nn.Module, TrainResult]:
     """Train the model of round ``round_index`` of chain seed ``seed``: a fresh model initialized from
     ``derive_seed(seed, round_index, "init")``, batches (and batch augmentation) from the ``"data"`` stream,
     the global torch RNG (dropout, Dataset transforms read in this process) from the ``"torch"`` stream,
     forked so the caller's random state is untouched. Every model a run trains goes through here: the rounds
-    of a chain, a distillation student (round 1), the distillation CLI's teacher (round 0).
+    of a chain, a distillation student (round 1), the distillation CLI's teacher (round 0), and the
+    early-stopped models of round 0's initialization (``stop_condition``, see
+    :func:`selfdistill.nn.training.train`).
 
     Returns the trained model (eval mode) and the :class:`~selfdistill.nn.training.TrainResult`.
     """
@@ -429,6 +433,7 @@ def train_round(
             device=device,
             augment=augment,
             on_step=on_step,
+            stop_condition=stop_condition,
             dist_ctx=dist_ctx,
         )
     return model, fit

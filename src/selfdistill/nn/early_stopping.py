@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from selfdistill.io import atomic_write_verified_json, json_sha256, read_verified_json
-from selfdistill.nn.chain import ChainSpec, NeuralChainResult, derive_seed, fresh_model, spec_settings
+from selfdistill.nn.chain import ChainSpec, NeuralChainResult, spec_settings, train_round
 from selfdistill.nn.checkpoint import atomic_write_csv
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext
-from selfdistill.nn.training import TrainState, accuracy, loss_on, one_hot, predict_logits, train
+from selfdistill.nn.training import TrainState, accuracy, loss_on, one_hot, predict_logits
 
 ES_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -143,24 +143,20 @@ def early_stop_seed(
             )
         return not pending
 
-    model = fresh_model(model_factory, derive_seed(seed, 0, "init"))
-    generator = torch.Generator().manual_seed(derive_seed(seed, 0, "data"))
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(derive_seed(seed, 0, "torch"))
-        train(
-            model,
-            data.x_train,
-            onehot.to(data.x_train.device),
-            loss_fn,
-            spec.train,
-            generator=generator,
-            device=device,
-            augment=getattr(data, "augment", None),
-            stop_condition=stop,
-            on_step=on_step,
-            dist_ctx=dist_ctx,
-        )
+    train_round(  # round 0's initialization and batches, stopped at each recorded loss
+        model_factory,
+        data.x_train,
+        onehot.to(data.x_train.device),
+        loss_fn,
+        spec.train,
+        seed=seed,
+        round_index=0,
+        device=device,
+        augment=getattr(data, "augment", None),
+        stop_condition=stop,
+        on_step=on_step,
+        dist_ctx=dist_ctx,
+    )
     for target in pending:  # not reached within the budget
         reached.append(
             {
