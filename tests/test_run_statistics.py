@@ -214,3 +214,22 @@ def test_distill_summary_pairs_every_method_and_names_the_key_comparisons(tmp_pa
     text = (tmp_path / "paired.csv").read_text().splitlines()
     assert text[0].startswith("comparison,a,b,metric,n,mean,ci_low,ci_high") and len(text) == 7
     assert all(not math.isnan(r["test_accuracy_ci_low"]) for r in summary["results"])
+
+
+def test_early_stopping_minus_self_distillation_is_scipys_paired_t_interval_per_round():
+    from selfdistill.nn.early_stopping import EarlyStoppingResult
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(6):
+        for t in range(3):
+            rows.append({"seed": seed, "round": t, "sd_train_loss": 0.3 + 0.01 * t, "es_steps": 100,
+                         "es_reached": True, "es_train_loss": 0.3, "sd_test_acc": 0.9 + 0.01 * rng.random(),
+                         "es_test_acc": 0.9 + 0.01 * rng.random() + 0.002 * t})  # fmt: skip
+    result = EarlyStoppingResult(rows=rows)
+    for entry in result.per_round():
+        mine = [r for r in rows if r["round"] == entry["round"]]
+        ci = scipy.stats.ttest_rel([r["es_test_acc"] for r in mine], [r["sd_test_acc"] for r in mine])
+        low, high = ci.confidence_interval(0.95)
+        assert (entry["es_minus_sd_ci_low"], entry["es_minus_sd_ci_high"]) == pytest.approx((low, high))
+    assert "ES - SD test acc" in result.table() and "[" in result.table().splitlines()[2]

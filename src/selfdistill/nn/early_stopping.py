@@ -31,6 +31,7 @@ from selfdistill.nn.chain import ChainSpec, NeuralChainResult, spec_settings, tr
 from selfdistill.nn.checkpoint import atomic_write_csv
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext
 from selfdistill.nn.training import TrainState, accuracy, loss_on, one_hot, predict_logits
+from selfdistill.stats import PairedDifference, paired_difference
 
 ES_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -66,21 +67,36 @@ class EarlyStoppingResult:
             }
             for name in ("sd_train_loss", "sd_test_acc", "es_steps", "es_train_loss", "es_test_acc"):
                 entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([float(r[name]) for r in rows])
+            diff = self.paired(t)
+            entry.update(es_minus_sd_test_acc=diff.mean, es_minus_sd_ci_low=diff.ci_low,
+                         es_minus_sd_ci_high=diff.ci_high)  # fmt: skip
             table.append(entry)
         return table
+
+    def paired(self, round_index: int) -> PairedDifference:
+        """Test accuracy of early stopping minus self-distillation at round ``round_index``'s training loss,
+        paired over the same units (data seed, model seed), with its 95 % t interval."""
+        rows = [r for r in self.rows if int(r["round"]) == round_index]
+        return paired_difference(
+            [float(r["es_test_acc"]) for r in rows],
+            [float(r["sd_test_acc"]) for r in rows],
+            names=("early stopping", "self-distillation"),
+        )
 
     def table(self) -> str:
         header = (
             f"{'round':>5} {'train loss (y0)':>17} {'SD test acc':>17} {'ES test acc':>17} "
-            f"{'ES steps':>10} {'reached':>8}"
+            f"{'ES steps':>10} {'reached':>8}   ES - SD test acc, points [95% CI]"
         )
         lines = [header, "-" * len(header)]
         for e in self.per_round():
+            diff = self.paired(e["round"])
             lines.append(
                 f"{e['round']:>5} {e['sd_train_loss_mean']:>17.4f} "
                 f"{e['sd_test_acc_mean']:.4f} ± {e['sd_test_acc_std']:.4f} "
                 f"{e['es_test_acc_mean']:.4f} ± {e['es_test_acc_std']:.4f} "
-                f"{e['es_steps_mean']:>10.0f} {e['reached']:>5}/{e['num_seeds']}"
+                f"{e['es_steps_mean']:>10.0f} {e['reached']:>5}/{e['num_seeds']}   "
+                f"{diff.format(scale=100, digits=2)} (n={diff.n}, {diff.verdict()})"
             )
         return "\n".join(lines)
 
