@@ -133,6 +133,11 @@ def test_quick_neural_reproduction_writes_results_and_honest_findings(tmp_path, 
     assert saved["findings"] == summary["findings"] and len(summary["findings"]) >= 4
     first = summary["per_round"][0]["train_acc_original_mean"]
     assert f"{first:.4f} at round 0" in summary["findings"][0]  # computed from this run's numbers
+    paired = [line for line in summary["findings"] if "paired over seeds" in line]
+    last = next(
+        r for r in summary["paired"] if r["comparison"] == "round_3 - round_0" and r["metric"] == "test_acc"
+    )
+    assert any(f"{100 * last['ci_low']:+.2f}" in line for line in paired)  # the interval of the summary
     assert "what this run shows" in capsys.readouterr().out
 
 

@@ -22,7 +22,6 @@ the call is refused with the differing keys; choose another folder.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +56,24 @@ def _findings(summary: dict[str, Any]) -> list[str]:
         else "still rising at the last round (more rounds needed to see the fall)"
     )
     lines.append(
-        f"test accuracy: {test_acc[0]:.4f} at round 0, peak {test_acc[peak]:.4f} at round {rounds[peak]}, "
-        f"{test_acc[-1]:.4f} at round {rounds[-1]}: {shape} (paper: rises, then falls)"
+        f"test accuracy (means): {test_acc[0]:.4f} at round 0, peak {test_acc[peak]:.4f} at round "
+        f"{rounds[peak]}, {test_acc[-1]:.4f} at round {rounds[-1]}: {shape} (paper: rises, then falls)"
     )
+    paired = {row["comparison"]: row for row in summary.get("paired", []) if row.get("metric") == "test_acc"}
+    for t in sorted({rounds[peak], rounds[-1]} - {rounds[0]}):
+        row = paired.get(f"round_{t} - round_0")
+        if row is not None:
+            lines.append(
+                f"round {t} - round 0 in test accuracy, paired over seeds: {100 * row['mean']:+.2f} "
+                f"[{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}] points (95 % t interval, "
+                f"n={row['n']}): {'the interval excludes zero' if row['excludes_zero'] else 'a tie'}"
+            )
     best = summary["best_round_by_val"]
     if best.get("round") is not None:
         lines.append(
             f"best round chosen by validation accuracy: {best['round']} -> test accuracy "
             f"{best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs {test_acc[0]:.4f} at round 0 "
             "(selection never looks at the test set)"
-        )
-    seeds = per_round[0]["num_seeds"]
-    std = max(e["test_acc_std"] for e in per_round)
-    if not math.isnan(std):
-        lines.append(
-            f"{seeds} seed(s); the largest per-round std of test accuracy is {std:.4f}, so differences "
-            "smaller than that are within seed noise"
         )
     return lines
 
