@@ -77,6 +77,10 @@ def test_rerunning_the_same_command_resumes_without_training(tmp_path, capsys):
     _run(argv)
     assert (tmp_path / "rounds.csv").read_text() == first
     assert "resuming" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    with open(tmp_path / "rounds.csv") as handle:
+        trained = sum(float(r["seconds"]) for r in csv.DictReader(handle))
+    assert summary["rounds_seconds_total"] == pytest.approx(trained)  # the resume keeps what training cost
 
 
 def test_user_errors_are_clear(tmp_path):

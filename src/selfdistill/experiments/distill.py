@@ -1213,7 +1213,9 @@ def run_distillation(
         summary = stage_summary(
             config, names, descriptions, teachers, runs, candidates, candidate_runs, out, plots
         )
-        summary["wall_seconds"] = time.perf_counter() - started
+        summary["wall_seconds"] = time.perf_counter() - started  # this invocation (a resume: its part)
+        # what the students cost when they were trained, resumed ones included (runs.csv's seconds)
+        summary["students_seconds_total"] = float(sum(float(r.get("seconds", 0.0)) for r in runs))
         atomic_write_json(out / "results.json", summary)
         return summary
     finally:
@@ -1342,5 +1344,8 @@ def format_results(summary: dict[str, Any]) -> str:
             "(negative: a lower score goes with a better student)"
         )
     if "wall_seconds" in summary:
-        lines.append(f"  wall time {summary['wall_seconds']:.1f} s")
+        lines.append(
+            f"  wall time {summary['wall_seconds']:.1f} s (this invocation; the students took "
+            f"{summary.get('students_seconds_total', float('nan')):.1f} s in total when they were trained)"
+        )
     return "\n".join(lines)

@@ -341,7 +341,9 @@ def run_experiment(
                 writer.close()
             if plots:
                 summary["plots"] = [str(p) for p in _make_plots(out, config.name, es_result is not None)]
-            summary["wall_seconds"] = time.perf_counter() - started
+            summary["wall_seconds"] = time.perf_counter() - started  # this invocation (a resume: its part)
+            # what the rounds cost when they were trained, resumed ones included (rounds.csv's seconds)
+            summary["rounds_seconds_total"] = float(sum(float(r["seconds"]) for r in rows))
             atomic_write_json(out / "summary.json", summary)
             if verbose:
                 print(f"\n{config.name}: per round over {summary['seed_axes']['description']}")
@@ -349,7 +351,10 @@ def run_experiment(
                 if es_result is not None:
                     print("\nearly stopping at equal training loss (Figure 6)")
                     print(es_result.table())
-                print(f"results in {out} (wall time {summary['wall_seconds']:.1f} s)")
+                print(
+                    f"results in {out} (wall time {summary['wall_seconds']:.1f} s; the rounds took "
+                    f"{summary['rounds_seconds_total']:.1f} s in total when they were trained)"
+                )
         return summary
     finally:
         if folder is not None:
