@@ -64,3 +64,10 @@ def test_check_estimator_small_fixed_epsilon_fails_exactly_the_documented_checks
 def test_check_estimator_passes_with_a_fixed_epsilon_above_the_documented_bound():
     results = _check_results(0.2)
     assert {r["status"] for r in results} <= {"passed", "skipped"}
+
+
+def test_chi2_with_the_default_gamma_is_scikit_learns_chi2_kernel():
+    from sklearn.metrics.pairwise import chi2_kernel
+
+    X = np.random.default_rng(0).random((7, 3))
+    assert np.allclose(kernel_matrix(X, None, "chi2"), chi2_kernel(X))  # gamma=None: the kernel's default

@@ -96,5 +96,9 @@ def kernel_matrix(
     if callable(kernel):
         params = dict(kernel_params or {})
     else:
-        params = {"gamma": gamma, "degree": degree, "coef0": coef0, **(kernel_params or {})}
+        # gamma=None means the kernel's own default (1 / n_features for rbf, 1 for chi2): not passed on,
+        # since some scikit-learn kernels (chi2) take None literally
+        params = {"gamma": gamma, "degree": degree, "coef0": coef0}
+        params = {key: value for key, value in params.items() if value is not None}
+        params.update(kernel_params or {})
     return pairwise_kernels(X, Y, metric=kernel, filter_params=True, **params)
