@@ -13,11 +13,19 @@ from selfdistill import cli
 from selfdistill.experiments import kernel_study as study
 
 
-def test_t_interval_equals_scipy_ttest_confidence_interval_and_the_verdicts():
+def test_paired_differences_are_scipys_paired_t_interval_and_the_verdicts():
     diff = np.array([-0.3, -0.1, -0.25, -0.2, 0.05])
-    mean, lo, hi = study.t_interval(diff)
+    ridge = np.array([1.0, 1.2, 0.9, 1.1, 1.05])
+    rows = [
+        {"dataset": "d", "noise": 0.5, "seed": s, "method": m, "test_mse": float(v)}
+        for s in range(5)
+        for m, v in (("sd", ridge[s] + diff[s]), ("ridge", ridge[s]))
+    ]
+    (row,) = study.paired(rows, pairs=(("sd", "ridge"),))
     ci = stats.ttest_1samp(diff, 0.0).confidence_interval(0.95)
-    assert mean == pytest.approx(diff.mean()) and lo == pytest.approx(ci.low) and hi == pytest.approx(ci.high)
+    assert row["mean_difference"] == pytest.approx(diff.mean())
+    assert row["ci95_low"] == pytest.approx(ci.low) and row["ci95_high"] == pytest.approx(ci.high)
+    assert row["std_difference"] == pytest.approx(diff.std(ddof=1)) and row["verdict"] == "tie"
     assert study.verdict(-0.3, -0.01) == "wins" and study.verdict(0.01, 0.2) == "loses"
     assert study.verdict(-0.1, 0.1) == "tie" and study.verdict(float("nan"), float("nan")) == "n/a"
 

@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from selfdistill.io import RunFolder, atomic_save_figure, atomic_write_csv, atomic_write_json
+from selfdistill.stats import paired_difference
 
 METHODS = ("sd", "sd_oracle", "sd_default", "mix_1step", "ridge", "gd", "boosting", "cutoff")
 BASELINES = ("ridge", "gd", "boosting", "cutoff", "sd_default", "mix_1step")
@@ -384,19 +385,6 @@ SELECTION_COLUMNS = [
 ]  # fmt: skip
 
 
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lower, upper): Student t interval for the mean of paired differences (scipy.stats.t)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    n = values.size
-    mean = float(values.mean())
-    if n < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
-    return mean, mean - half, mean + half
-
-
 def verdict(lower: float, upper: float) -> str:
     """For a difference a - b of test MSEs: "wins" (a better) if the 95% interval is below zero, "loses"
     if above, else "tie" (the interval contains zero)."""
@@ -443,12 +431,14 @@ def paired(rows: list[dict], pairs: tuple[tuple[str, str], ...] = PAIRS) -> list
             seeds = sorted(set(by_method.get(reference, {})) & set(by_method.get(other, {})))
             if not seeds:
                 continue
-            diff = np.array([by_method[reference][s] - by_method[other][s] for s in seeds])
-            mean, lo, hi = t_interval(diff)
+            diff = paired_difference(  # the package's one paired t interval (selfdistill.stats)
+                [by_method[reference][s] for s in seeds], [by_method[other][s] for s in seeds]
+            )
+            mean, lo, hi = diff.mean, diff.ci_low, diff.ci_high
             out.append({
                 "dataset": dataset, "noise": noise, "comparison": f"{reference} - {other}",
                 "n_seeds": len(seeds),
-                "mean_difference": mean, "std_difference": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+                "mean_difference": mean, "std_difference": diff.std if diff.n > 1 else 0.0,
                 "ci95_low": lo, "ci95_high": hi,
                 "relative_difference": mean / float(np.mean([by_method[other][s] for s in seeds])),
                 "verdict": verdict(lo, hi),
