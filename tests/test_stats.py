@@ -51,3 +51,15 @@ def test_bad_input_is_refused_with_one_line():
 def test_one_pair_has_no_interval():
     result = paired_difference([1.0], [0.5])
     assert result.mean == 0.5 and math.isnan(result.ci_low) and result.verdict().startswith("undetermined")
+
+
+def test_mean_std_skips_non_finite_values_like_the_statistics_module():
+    import statistics
+
+    from selfdistill.stats import mean_std
+
+    assert mean_std([0.9, math.nan, 0.8, 0.7]) == pytest.approx(
+        (statistics.fmean([0.9, 0.8, 0.7]), statistics.stdev([0.9, 0.8, 0.7]))
+    )
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert all(math.isnan(v) for v in mean_std([math.nan]))

@@ -16,6 +16,7 @@ NumPy/SciPy only (no torch).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "BOOTSTRAP_BELOW",
     "PairedComparison",
     "PairedDifference",
+    "mean_std",
     "mean_interval",
     "paired_difference",
     "paired_rows",
@@ -180,6 +182,15 @@ def paired_table(
     return [
         paired_difference(values[a], values[b], names=(a, b), confidence=confidence) for a, b in pairs
     ]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite values (non-finite ones, e.g. a split that does
+    not exist, are skipped); (NaN, NaN) when none is finite, std 0 for a single value."""
+    finite = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def mean_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -40,7 +40,6 @@ True
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from selfdistill.nn.inputs import as_splits, check_model_output, num_examples, p
 from selfdistill.nn.losses import PROBABILITY_TARGET_LOSSES, build_loss, check_loss_fits
 from selfdistill.nn.methods import DistillationMethod, build_method
 from selfdistill.nn.training import TrainSpec, accuracy, predict_logits
+from selfdistill.stats import mean_std
 
 __all__ = ["DISTILL_COLUMNS", "DistillationResult", "distill", "self_distill"]
 
@@ -208,13 +208,6 @@ def self_distill(
 # ------------------------------------------------------------------------------------------ distillation
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
-
-
 @dataclass
 class DistillationResult:
     """Students distilled from one teacher, with their table, plot and best method.
@@ -243,7 +236,7 @@ class DistillationResult:
                 "num_seeds": len(rows),
             }
             for column in ("val_acc", "test_acc"):
-                entry[f"{column}_mean"], entry[f"{column}_std"] = _mean_std([float(r[column]) for r in rows])
+                entry[f"{column}_mean"], entry[f"{column}_std"] = mean_std([float(r[column]) for r in rows])
             table.append(entry)
         return table
 

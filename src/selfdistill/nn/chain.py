@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +80,7 @@ from selfdistill.nn.training import (
     predict_logits,
     train,
 )
+from selfdistill.stats import mean_std
 
 ROUND_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -155,14 +155,6 @@ class ChainHooks:
     def round_end(self, row: dict[str, Any], resumed: bool) -> None: ...
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan")
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return statistics.fmean(finite), std
-
-
 @dataclass
 class NeuralChainResult:
     """Per-seed, per-round metrics of a neural chain, with its table, curves and best round.
@@ -194,7 +186,7 @@ class NeuralChainResult:
         for t in self.rounds:
             entry: dict[str, Any] = {"round": t, "num_seeds": len(self.column("seed", t))}
             for name in METRIC_COLUMNS + ("steps", "seconds"):
-                mean, std = _mean_std(self.column(name, t))
+                mean, std = mean_std(self.column(name, t))
                 entry[f"{name}_mean"], entry[f"{name}_std"] = mean, std
             table.append(entry)
         return table

@@ -31,7 +31,7 @@ from selfdistill.nn.chain import ChainSpec, NeuralChainResult, spec_settings, tr
 from selfdistill.nn.checkpoint import atomic_write_csv
 from selfdistill.nn.distributed import SINGLE_PROCESS, DistContext
 from selfdistill.nn.training import TrainState, accuracy, loss_on, one_hot, predict_logits
-from selfdistill.stats import PairedDifference, paired_difference
+from selfdistill.stats import PairedDifference, mean_std, paired_difference
 
 ES_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -55,8 +55,6 @@ class EarlyStoppingResult:
         atomic_write_csv(path, self.rows, ES_COLUMNS)
 
     def per_round(self) -> list[dict[str, Any]]:
-        from selfdistill.nn.chain import _mean_std
-
         table = []
         for t in sorted({int(r["round"]) for r in self.rows}):
             rows = [r for r in self.rows if int(r["round"]) == t]
@@ -66,7 +64,7 @@ class EarlyStoppingResult:
                 "reached": sum(bool(r["es_reached"]) for r in rows),
             }
             for name in ("sd_train_loss", "sd_test_acc", "es_steps", "es_train_loss", "es_test_acc"):
-                entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([float(r[name]) for r in rows])
+                entry[f"{name}_mean"], entry[f"{name}_std"] = mean_std([float(r[name]) for r in rows])
             diff = self.paired(t)
             entry.update(es_minus_sd_test_acc=diff.mean, es_minus_sd_ci_low=diff.ci_low,
                          es_minus_sd_ci_high=diff.ci_high)  # fmt: skip
